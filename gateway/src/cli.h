@@ -1,0 +1,12 @@
+// Subcommands of the `sluice` binary. Each takes the arguments after its name and returns the exit code.
+#pragma once
+
+namespace sluice::gateway {
+
+int run_serve(int argc, char** argv);         // serve --config FILE
+int run_validate(int argc, char** argv);      // validate FILE
+int run_generate(int argc, char** argv);      // generate --model FILE --prompt TEXT [--chat] [sampling flags]
+int run_train_router(int argc, char** argv);  // train-router --data FILE.jsonl --out MODEL
+int run_eval_router(int argc, char** argv);   // eval-router --model MODEL --data FILE.jsonl
+
+}  // namespace sluice::gateway

@@ -1,0 +1,42 @@
+// What a tier is. Implemented by the upstream HTTP clients and by the engine adapter (both in gateway/); the
+// router never knows which. Asynchronous and callback-based so that no Asio or engine type crosses this line.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "sluice/policies/policy.h"
+#include "sluice/router/chat.h"
+#include "sluice/router/error.h"
+
+namespace sluice::router {
+
+// Receives one generation's output. Callbacks may come from any thread but never concurrently for one
+// generation; on_chunk is never called after on_done; on_done is called exactly once, also after cancel().
+class generation_sink {
+ public:
+  virtual ~generation_sink() = default;
+  virtual void on_chunk(chunk c) = 0;
+  // On success the completion aggregates what was streamed (text, usage, finish reason).
+  virtual void on_done(result<completion> r) = 0;
+};
+
+// A running generation. cancel() is idempotent and safe from any thread; the sink still gets on_done
+// (with errc::cancelled unless the generation had already finished).
+class generation {
+ public:
+  virtual ~generation() = default;
+  virtual void cancel() = 0;
+};
+
+class backend {
+ public:
+  virtual ~backend() = default;
+  // Starts generating `req` on `model` (the policy entry this backend serves). Never blocks on I/O or
+  // model math. Errors found before starting may be delivered either as the return value or via on_done.
+  virtual result<std::shared_ptr<generation>> start(std::shared_ptr<const chat_request> req,
+                                                    const policies::model_config& model,
+                                                    std::shared_ptr<generation_sink> sink) = 0;
+};
+
+}  // namespace sluice::router

