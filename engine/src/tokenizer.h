@@ -1,0 +1,52 @@
+// Byte-level BPE tokenizer built from a GGUF file's tokenizer.ggml.* metadata (GPT-2 style, as used by
+// SmolLM2, Qwen and Llama 3): pre-tokenizer split, merges by rank, special-token matching, detokenization.
+// What must not go in here: GGUF parsing (the reader fills tokenizer_data), chat templates, sampling.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/engine/engine.h"
+
+namespace sluice::engine {
+
+struct tokenizer_data {             // filled by the GGUF reader from tokenizer.ggml.* metadata
+  std::string model;                // tokenizer.ggml.model, e.g. "gpt2" (byte-level BPE); others -> errc::unsupported
+  std::string pre;                  // tokenizer.ggml.pre, e.g. "smollm", "llama-bpe" ("" = default)
+  std::vector<std::string> tokens;  // tokenizer.ggml.tokens
+  std::vector<int32_t> token_types; // tokenizer.ggml.token_type (may be empty)
+  std::vector<std::string> merges;  // tokenizer.ggml.merges ("a b")
+  int32_t bos_id = -1, eos_id = -1, eot_id = -1, pad_id = -1, unk_id = -1;  // -1 = absent
+  bool add_bos = false;             // tokenizer.ggml.add_bos_token
+  std::string chat_template;        // tokenizer.chat_template (jinja text, may be empty)
+};
+
+class tokenizer {  // immutable after construction; thread-safe
+ public:
+  static result<std::unique_ptr<tokenizer>> create(tokenizer_data d);
+  ~tokenizer();
+  tokenizer(const tokenizer&) = delete;
+  tokenizer& operator=(const tokenizer&) = delete;
+
+  // Plain text never yields control/user-defined special tokens unless parse_special is set.
+  std::vector<token_id> encode(std::string_view text, bool add_bos, bool parse_special) const;
+  // Raw bytes of a token (byte-level decoded; may be a partial UTF-8 character). Out of range -> "".
+  const std::string& token_bytes(token_id id) const;
+  std::string decode(std::span<const token_id> ids) const;
+  bool is_end_of_generation(token_id id) const;  // eos / eot / <|im_end|> / <|eot_id|> ...
+  int32_t n_vocab() const;
+  token_id bos() const;  // -1 when the vocabulary has none
+  const tokenizer_data& data() const;  // the metadata it was built from (tokens as stored in the GGUF)
+
+  struct impl;
+
+ private:
+  explicit tokenizer(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace sluice::engine
