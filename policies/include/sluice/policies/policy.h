@@ -37,6 +37,14 @@ struct price_per_mtok {
   double output_usd = 0.0;
 };
 
+// base_url split into its parts at load time, so the upstream client never parses URLs.
+struct endpoint {
+  bool tls = false;       // https
+  std::string host;       // DNS name or IP literal (IPv6 without brackets)
+  uint16_t port = 0;      // explicit, or the scheme's default (80, 443)
+  std::string base_path;  // "/v1"; "" when the URL has no path; never ends with '/'
+};
+
 struct local_model_config {
   std::string gguf_path;      // resolved relative to the policy file's folder
   std::string chat_template;  // "" = detect from the GGUF; else "chatml" or "llama3"
@@ -49,6 +57,7 @@ struct model_config {
   std::string name;  // what clients put in "model"
   model_kind kind = model_kind::openai;
   std::string base_url;        // e.g. https://api.openai.com/v1 (remote kinds)
+  endpoint upstream;           // base_url, parsed (remote kinds)
   std::string upstream_model;  // model name sent upstream; defaults to name
   std::string api_key_env;     // env var holding the key; the key itself is never in the policy
   std::chrono::milliseconds timeout{0};  // 0 = server.request_timeout
@@ -62,7 +71,8 @@ struct policy {
   server_config server;
   std::vector<model_config> models;
 
-  const model_config* find_model(std::string_view name) const;
+  const model_config* find_model(std::string_view name) const;  // nullptr when absent
+  std::vector<std::string> model_names() const;                  // in policy order (e.g. for metric labels)
 };
 
 // One problem found while loading; every problem in a file is reported, not just the first.
@@ -79,6 +89,16 @@ using load_result = boost::system::result<std::shared_ptr<const policy>, std::ve
 load_result load_policy_file(const std::string& path);
 load_result load_policy_string(std::string_view yaml, std::string_view source_name = "<string>");
 
+// Names of the models whose api_key_env variable is unset or empty in this process's environment. The loader
+// never reads secrets (`sluice validate` works without them); the gateway calls this at serve time to warn.
+std::vector<std::string> missing_api_keys(const policy& p);
+
+// Names of the local models whose gguf file does not exist (checked at serve/validate time, not at load).
+std::vector<std::string> missing_model_files(const policy& p);
+
+const char* to_string(model_kind k);  // "openai", "anthropic", "local"
+
+// Lets boost::system::result<T, std::vector<load_error>>::value() throw when misused; callers check has_value().
 [[noreturn]] void throw_exception_from_error(const std::vector<load_error>& e, const boost::source_location& loc);
 
 }  // namespace sluice::policies

@@ -1,0 +1,389 @@
+// Tests for policies/: loading YAML into the typed policy, defaults, every error kind with its exact
+// line:column, the secrets rule, and the shipped default.yaml.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+#include "sluice/policies/policy.h"
+
+using namespace sluice::policies;
+
+namespace {
+
+// Loads `yaml` expecting failure; returns every error as "line:column: message".
+std::vector<std::string> errors_of(std::string_view yaml) {
+  auto r = load_policy_string(yaml);
+  REQUIRE_FALSE(r.has_value());
+  std::vector<std::string> out;
+  for (const load_error& e : r.error()) {
+    out.push_back(std::to_string(e.line) + ":" + std::to_string(e.column) + ": " + e.message);
+  }
+  return out;
+}
+
+std::shared_ptr<const policy> load_ok(std::string_view yaml, std::string_view source = "<string>") {
+  auto r = load_policy_string(yaml, source);
+  if (!r.has_value()) {
+    for (const load_error& e : r.error()) UNSCOPED_INFO(e.to_string());
+  }
+  REQUIRE(r.has_value());
+  return *r;
+}
+
+bool starts_with(const std::string& s, std::string_view prefix) { return s.rfind(prefix, 0) == 0; }
+
+constexpr std::string_view minimal = "models:\n  m:\n    kind: local\n    gguf: /models/m.gguf\n";
+
+}  // namespace
+
+TEST_CASE("a full policy loads into typed config", "[policy]") {
+  auto p = load_ok(R"(server:
+  listen: 0.0.0.0
+  port: 9090
+  threads: 4
+  max_body_bytes: 512KiB
+  header_timeout_ms: 1000
+  body_timeout_ms: 2000
+  idle_timeout_ms: 3000
+  request_timeout_ms: 4000
+  max_connections: 50
+models:
+  frontier:
+    kind: openai
+    base_url: https://api.openai.com/v1/
+    model: gpt-4o
+    api_key_env: OPENAI_API_KEY
+    timeout_ms: 30000
+    cost_per_mtok: {input: 2.5, cached_input: 1.25, cache_write: 3, output: 10}
+  claude:
+    kind: anthropic
+    base_url: http://[::1]:8443/anthropic
+    cost_per_mtok: {input: 3, output: 15}
+  tiny:
+    kind: local
+    gguf: /srv/tiny.gguf
+    chat_template: llama3
+    threads: 2
+    context_tokens: 4096
+    max_sequences: 16
+)");
+  CHECK(p->server.listen_address == "0.0.0.0");
+  CHECK(p->server.port == 9090);
+  CHECK(p->server.threads == 4);
+  CHECK(p->server.max_body_bytes == 512 * 1024);
+  CHECK(p->server.header_timeout.count() == 1000);
+  CHECK(p->server.body_timeout.count() == 2000);
+  CHECK(p->server.idle_timeout.count() == 3000);
+  CHECK(p->server.request_timeout.count() == 4000);
+  CHECK(p->server.max_connections == 50);
+  REQUIRE(p->models.size() == 3);
+  CHECK(p->model_names() == std::vector<std::string>{"frontier", "claude", "tiny"});
+
+  const model_config* f = p->find_model("frontier");
+  REQUIRE(f);
+  CHECK(f->kind == model_kind::openai);
+  CHECK(f->base_url == "https://api.openai.com/v1");
+  CHECK(f->upstream.tls);
+  CHECK(f->upstream.host == "api.openai.com");
+  CHECK(f->upstream.port == 443);
+  CHECK(f->upstream.base_path == "/v1");
+  CHECK(f->upstream_model == "gpt-4o");
+  CHECK(f->api_key_env == "OPENAI_API_KEY");
+  CHECK(f->timeout.count() == 30000);
+  CHECK(f->price.input_usd == 2.5);
+  CHECK(f->price.cached_input_usd == 1.25);
+  CHECK(f->price.cache_write_usd == 3.0);
+  CHECK(f->price.output_usd == 10.0);
+  CHECK(f->line == 12);
+
+  const model_config* c = p->find_model("claude");
+  REQUIRE(c);
+  CHECK_FALSE(c->upstream.tls);
+  CHECK(c->upstream.host == "::1");
+  CHECK(c->upstream.port == 8443);
+  CHECK(c->upstream.base_path == "/anthropic");
+  CHECK(c->upstream_model == "claude");           // defaults to the name
+  CHECK(c->price.cached_input_usd == 3.0);        // defaults to input
+  CHECK(c->price.cache_write_usd == Approx(3.75));  // anthropic: 1.25 x input
+
+  const model_config* t = p->find_model("tiny");
+  REQUIRE(t);
+  CHECK(t->kind == model_kind::local);
+  CHECK(t->local.gguf_path == "/srv/tiny.gguf");
+  CHECK(t->local.chat_template == "llama3");
+  CHECK(t->local.threads == 2);
+  CHECK(t->local.context_tokens == 4096);
+  CHECK(t->local.max_sequences == 16);
+  CHECK(p->find_model("nope") == nullptr);
+}
+
+TEST_CASE("defaults fill everything the YAML leaves out", "[policy]") {
+  auto p = load_ok(std::string(minimal) + "  o:\n    kind: openai\n    base_url: http://localhost\n"
+                                          "    cost_per_mtok: {input: 0.4}\n");
+  const server_config defaults;
+  CHECK(p->server.listen_address == "127.0.0.1");
+  CHECK(p->server.port == 8080);
+  CHECK(p->server.threads == 0);
+  CHECK(p->server.max_body_bytes == 4u * 1024 * 1024);
+  CHECK(p->server.header_timeout == defaults.header_timeout);
+  CHECK(p->server.request_timeout == defaults.request_timeout);
+  const model_config* m = p->find_model("m");
+  REQUIRE(m);
+  CHECK(m->local.chat_template.empty());
+  CHECK(m->local.context_tokens == 2048);
+  CHECK(m->local.max_sequences == 8);
+  CHECK(m->timeout.count() == 0);
+  CHECK(m->price.input_usd == 0.0);
+  CHECK(m->price.output_usd == 0.0);
+  const model_config* o = p->find_model("o");
+  REQUIRE(o);
+  CHECK(o->upstream_model == "o");
+  CHECK(o->upstream.port == 80);
+  CHECK(o->upstream.base_path.empty());
+  CHECK(o->api_key_env.empty());
+  CHECK(o->price.cached_input_usd == 0.4);
+  CHECK(o->price.cache_write_usd == 0.4);  // no surcharge outside anthropic
+  CHECK(o->price.output_usd == 0.0);
+}
+
+TEST_CASE("max_body_bytes accepts plain numbers and sizes with units", "[policy]") {
+  auto size_of = [](std::string_view v) {
+    return load_ok("server: {max_body_bytes: " + std::string(v) + "}\n" + std::string(minimal))->server.max_body_bytes;
+  };
+  CHECK(size_of("1000") == 1000);
+  CHECK(size_of("4MiB") == 4u << 20);
+  CHECK(size_of("\"512 KiB\"") == 512u << 10);
+  CHECK(size_of("1GiB") == 1u << 30);
+  CHECK(size_of("2MB") == 2'000'000);
+  CHECK(size_of("10B") == 10);
+  for (std::string_view bad : {"0", "4Mb", "-1", "4 MiBs", "abc", "1.5MiB", "99999999999999999999"}) {
+    INFO(bad);
+    auto e = errors_of("server:\n  max_body_bytes: " + std::string(bad) + "\n" + std::string(minimal));
+    REQUIRE(e.size() == 1);
+    CHECK(starts_with(e[0], "2:19: 'max_body_bytes' must be a positive size"));
+  }
+}
+
+TEST_CASE("an unknown key names the valid keys, suggests the typo's fix, and points at the key", "[policy]") {
+  auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://a.example/v1\n    timout_ms: 5\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "5:5: unknown key 'timout_ms' in model 'x'; did you mean 'timeout_ms'? valid keys: kind, base_url, "
+                "model, api_key_env, timeout_ms, cost_per_mtok");
+
+  e = errors_of("server:\n  prot: 1\n" + std::string(minimal));
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "2:3: unknown key 'prot' in server; did you mean 'port'? valid keys: listen, port, "));
+
+  e = errors_of(std::string(minimal) + "routes: {}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "5:1: unknown key 'routes' in the policy (top level); valid keys: server, models");
+
+  e = errors_of(std::string(minimal) + "    cost_per_mtok: {input: 1, outptu: 2}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "5:31: unknown key 'outptu' in cost_per_mtok of model 'm'; did you mean 'output'? valid keys: input, "
+                "cached_input, cache_write, output");
+}
+
+TEST_CASE("keys of another kind are rejected", "[policy]") {
+  auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://a.example\n    gguf: m.gguf\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "5:5: key 'gguf' does not apply to model 'x' of kind 'openai'; valid keys: kind, base_url, model, "
+                "api_key_env, timeout_ms, cost_per_mtok");
+  e = errors_of("models:\n  x:\n    kind: local\n    gguf: m.gguf\n    base_url: https://a.example\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "5:5: key 'base_url' does not apply to model 'x' of kind 'local'; valid keys: kind, gguf,"));
+}
+
+TEST_CASE("wrong types and out-of-range values point at the value", "[policy]") {
+  auto e = errors_of("server:\n  port: 70000\n  threads: many\n  listen: [a]\n" + std::string(minimal));
+  REQUIRE(e.size() == 3);
+  CHECK(e[0] == "2:9: 'port' must be between 0 and 65535, got '70000'");
+  CHECK(e[1] == "3:12: 'threads' must be an integer between 0 and 1024, got 'many'");
+  CHECK(e[2] == "4:11: 'listen' must be a string, got a list");
+
+  e = errors_of("server:\n  listen: localhost\n  header_timeout_ms:\n" + std::string(minimal));
+  REQUIRE(e.size() == 2);
+  CHECK(e[0] == "2:11: 'listen' must be an IP address such as 127.0.0.1, 0.0.0.0 or ::1, got 'localhost'");
+  CHECK(e[1] == "3:3: 'header_timeout_ms' must be an integer between 1 and 86400000, got nothing");
+
+  e = errors_of("models:\n  x:\n    kind: gpt\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "3:11: 'kind' must be one of openai, anthropic, local, got 'gpt'");
+
+  e = errors_of("models:\n  x:\n    kind: local\n    gguf: a.gguf\n    chat_template: alpaca\n"
+                "    cost_per_mtok: {input: -1, output: x}\n");
+  REQUIRE(e.size() == 3);
+  CHECK(starts_with(e[0], "5:20: 'chat_template' must be one of chatml, llama3"));
+  CHECK(e[1] == "6:28: 'input' must be a non-negative number, got '-1'");
+  CHECK(e[2] == "6:40: 'output' must be a non-negative number, got 'x'");
+
+  e = errors_of("models: [a, b]\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "1:9: models must be a map, got a list");
+
+  e = errors_of("models:\n  x: 3\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "2:6: model 'x' must be a map, got a scalar");
+}
+
+TEST_CASE("missing required keys are reported at the model", "[policy]") {
+  auto e = errors_of("models:\n  a:\n    base_url: http://h\n  b:\n    kind: anthropic\n  c:\n    kind: local\n");
+  REQUIRE(e.size() == 3);
+  CHECK(starts_with(e[0], "2:3: model 'a' has no 'kind'"));
+  CHECK(e[1] == "4:3: model 'b' of kind 'anthropic' needs a 'base_url' (e.g. https://api.anthropic.com/v1)");
+  CHECK(e[2] == "6:3: model 'c' of kind 'local' needs a 'gguf' path");
+  e = errors_of("server: {port: 1}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "0:0: the policy has no 'models' section; define at least one model");
+  e = errors_of("models: {}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "1:9: 'models' is empty; define at least one model");
+  e = errors_of("");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "0:0: the policy is empty"));
+}
+
+TEST_CASE("base_url is validated: scheme, host, port, no credentials", "[policy]") {
+  auto error_for = [](std::string_view url) {
+    auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: " + std::string(url) + "\n");
+    REQUIRE(e.size() == 1);
+    CHECK(starts_with(e[0], "4:15: "));
+    return e[0].substr(6);
+  };
+  CHECK(error_for("ftp://h/v1") == "base_url scheme must be http or https");
+  CHECK(error_for("api.openai.com/v1") == "base_url must start with http:// or https://");
+  CHECK(error_for("https:///v1") == "base_url has no host");
+  CHECK(error_for("https://h:0/v1") == "base_url port must be a number between 1 and 65535");
+  CHECK(error_for("https://h:99999") == "base_url port must be a number between 1 and 65535");
+  CHECK(error_for("https://h:/v1") == "base_url has an empty port");
+  CHECK(error_for("https://bad host") == "base_url must not contain spaces or control characters");
+  CHECK(error_for("https://h/v1?key=sk-secret") == "base_url must not have a query string or fragment");
+  const std::string creds = error_for("https://user:sk-secret@h/v1");
+  CHECK(starts_with(creds, "base_url must not contain credentials"));
+  CHECK(creds.find("sk-secret") == std::string::npos);
+}
+
+TEST_CASE("secrets never live in the policy", "[policy][secrets]") {
+  auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://h\n    api_key: sk-abc123\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "5:5: 'api_key' in model 'x' is not allowed: a policy never holds secrets. Put the key in an "
+                "environment variable and name it with 'api_key_env: VARIABLE_NAME'");
+  CHECK(e[0].find("sk-abc123") == std::string::npos);
+
+  // A key pasted into api_key_env is rejected without being echoed.
+  e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://h\n    api_key_env: sk-proj-abc123\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "5:18: 'api_key_env' must be the NAME of an environment variable"));
+  CHECK(e[0].find("abc123") == std::string::npos);
+
+  // The loader never needs the secret itself; missing_api_keys reports unset (or empty) variables at serve time.
+  ::unsetenv("SLUICE_TEST_UNSET_KEY");
+  ::setenv("SLUICE_TEST_SET_KEY", "sk-test", 1);
+  ::setenv("SLUICE_TEST_EMPTY_KEY", "", 1);
+  auto p = load_ok("models:\n"
+                   "  a: {kind: openai, base_url: https://h, api_key_env: SLUICE_TEST_UNSET_KEY}\n"
+                   "  b: {kind: openai, base_url: https://h, api_key_env: SLUICE_TEST_SET_KEY}\n"
+                   "  c: {kind: anthropic, base_url: https://h, api_key_env: SLUICE_TEST_EMPTY_KEY}\n"
+                   "  d: {kind: openai, base_url: http://localhost:8000}\n");
+  CHECK(missing_api_keys(*p) == std::vector<std::string>{"a", "c"});
+}
+
+TEST_CASE("duplicate keys and bad model names are errors", "[policy]") {
+  auto e = errors_of("server:\n  port: 1\n  port: 2\n" + std::string(minimal) + "  m:\n    kind: local\n");
+  REQUIRE(e.size() == 2);
+  CHECK(e[0] == "3:3: duplicate key 'port' in server (first defined at line 2)");
+  CHECK(e[1] == "8:3: duplicate key 'm' in models (first defined at line 5)");
+
+  e = errors_of("models:\n  \"bad name\":\n    kind: local\n    gguf: a.gguf\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "2:3: invalid model name 'bad name'"));
+  CHECK(load_ok("models:\n  org/model-1.5:q4_k:\n    kind: local\n    gguf: a.gguf\n")->find_model("org/model-1.5:q4_k"));
+}
+
+TEST_CASE("broken YAML reports yaml-cpp's position", "[policy]") {
+  auto e = errors_of("models:\n  x: [1, 2\n  y: 3\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "3:4: invalid YAML: "));
+  e = errors_of("server:\n  port: 1\n   threads: 2\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "3:11: invalid YAML: "));
+  e = errors_of(std::string(minimal) + "---\nmodels: {}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "6:1: a policy file holds one YAML document"));
+}
+
+TEST_CASE("every error in a file is reported, in document order, with the file name", "[policy]") {
+  auto r = load_policy_string("server:\n  port: -1\n  idle_timeout_ms: 0\nmodels:\n  x:\n    kind: openai\n"
+                              "    base_url: https://h\n    api_key_env: lower_case\n    extra: 1\n"
+                              "  y:\n    kind: local\n    gguf: a.gguf\n    max_sequences: 0\nbogus: 1\n",
+                              "/etc/sluice/p.yaml");
+  REQUIRE_FALSE(r.has_value());
+  const auto& errors = r.error();
+  REQUIRE(errors.size() == 6);
+  CHECK(errors[0].to_string() == "/etc/sluice/p.yaml:2:9: error: 'port' must be between 0 and 65535, got '-1'");
+  CHECK(errors[1].line == 3);
+  CHECK(errors[2].line == 8);
+  CHECK(errors[3].line == 9);
+  CHECK(errors[4].line == 13);
+  CHECK(errors[5].line == 14);
+  for (const load_error& e : errors) CHECK(e.file == "/etc/sluice/p.yaml");
+  CHECK(load_error{"f", 0, 0, "m"}.to_string() == "f: error: m");
+}
+
+TEST_CASE("relative gguf paths resolve against the policy file's folder", "[policy]") {
+  const auto dir = std::filesystem::temp_directory_path() / ("sluice_policy_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "conf");
+  const auto file = dir / "conf" / "p.yaml";
+  {
+    std::ofstream out(file);
+    out << "models:\n  a: {kind: local, gguf: ../models/a.gguf}\n  b: {kind: local, gguf: b.gguf}\n"
+           "  c: {kind: local, gguf: /abs/c.gguf}\n";
+  }
+  auto r = load_policy_file(file.string());
+  REQUIRE(r.has_value());
+  const auto& p = **r;
+  CHECK(p.source == file.string());
+  CHECK(p.find_model("a")->local.gguf_path == (dir / "models" / "a.gguf").string());
+  CHECK(p.find_model("b")->local.gguf_path == (dir / "conf" / "b.gguf").string());
+  CHECK(p.find_model("c")->local.gguf_path == "/abs/c.gguf");
+  CHECK(missing_model_files(p) == std::vector<std::string>{"a", "b", "c"});
+  std::filesystem::create_directories(dir / "models");
+  std::ofstream(dir / "models" / "a.gguf") << "x";
+  CHECK(missing_model_files(p) == std::vector<std::string>{"b", "c"});
+
+  auto missing = load_policy_file((dir / "nope.yaml").string());
+  REQUIRE_FALSE(missing.has_value());
+  CHECK(starts_with(missing.error().at(0).to_string(), (dir / "nope.yaml").string() + ": error: cannot read"));
+  auto directory = load_policy_file(dir.string());
+  REQUIRE_FALSE(directory.has_value());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the shipped default.yaml is valid", "[policy]") {
+  const std::string path = std::string(SLUICE_SOURCE_DIR) + "/policies/default.yaml";
+  auto r = load_policy_file(path);
+  if (!r.has_value()) {
+    for (const load_error& e : r.error()) UNSCOPED_INFO(e.to_string());
+  }
+  REQUIRE(r.has_value());
+  const policy& p = **r;
+  CHECK(p.server.listen_address == "127.0.0.1");
+  CHECK(p.server.port == 8080);
+  const model_config* local = p.find_model("smollm2");
+  REQUIRE(local);
+  CHECK(local->kind == model_kind::local);
+  CHECK(local->local.gguf_path ==
+        (std::filesystem::path(SLUICE_SOURCE_DIR) / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf").lexically_normal().string());
+  CHECK(local->price.input_usd == 0.0);
+  const model_config* remote = p.find_model("gpt-4o-mini");
+  REQUIRE(remote);
+  CHECK(remote->api_key_env == "OPENAI_API_KEY");
+  CHECK(remote->price.input_usd == 0.15);
+  CHECK(remote->price.cached_input_usd == 0.075);
+  CHECK(remote->price.output_usd == 0.60);
+}
