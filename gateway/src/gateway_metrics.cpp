@@ -1,0 +1,136 @@
+// The gateway's metric declarations and recording; see gateway_metrics.h and docs/metrics.md.
+#include "gateway_metrics.h"
+
+#include <algorithm>
+
+namespace sluice::gateway {
+namespace {
+
+// End-to-end LLM latencies span milliseconds (cache hits, errors) to minutes (long generations).
+const std::vector<double> request_buckets_s = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,   2.5,
+                                               5,     10,   25,    50,   100, 250, 600};
+const std::vector<double> ttft_buckets_s = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                            0.5,   1,      2.5,   5,    10,    30,   60};
+const std::vector<double> per_token_buckets_s = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                 0.05,   0.1,   0.25,   0.5,   1};
+// The gateway's own cost: 10 us to 1 s, so a regression from microseconds to milliseconds is visible.
+const std::vector<double> overhead_buckets_s = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+                                                0.001,   0.0025,   0.005,   0.01,   0.025,   0.05,
+                                                0.1,     0.25,     0.5,     1};
+
+constexpr std::string_view unknown_model = "unknown";
+
+std::shared_ptr<const std::vector<std::string>> sorted_names(std::span<const std::string> names) {
+  auto v = std::make_shared<std::vector<std::string>>(names.begin(), names.end());
+  std::sort(v->begin(), v->end());
+  return v;
+}
+
+std::string status_label(int status) { return status >= 100 && status <= 599 ? std::to_string(status) : "other"; }
+
+}  // namespace
+
+const char* to_string(upstream_error_reason r) {
+  switch (r) {
+    case upstream_error_reason::connect: return "connect";
+    case upstream_error_reason::tls: return "tls";
+    case upstream_error_reason::timeout: return "timeout";
+    case upstream_error_reason::http_status: return "http_status";
+    case upstream_error_reason::auth: return "auth";
+    case upstream_error_reason::rate_limited: return "rate_limited";
+    case upstream_error_reason::protocol: return "protocol";
+    case upstream_error_reason::stream_cut: return "stream_cut";
+    case upstream_error_reason::other: return "other";
+  }
+  return "other";
+}
+
+gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::string_view version)
+    : requests_total(registry_.add_counter("sluice_requests_total",
+                                           "Requests answered, by the policy model that served them and HTTP status.",
+                                           {"model", "status"})),
+      tokens_total(registry_.add_counter(
+          "sluice_tokens_total",
+          "Tokens processed, by type: input (uncached), cached_input (cache reads), cache_write, output.",
+          {"model", "type"})),
+      cost_usd_total(registry_.add_counter("sluice_cost_usd_total",
+                                           "Cost of answered requests in US dollars, at the policy's prices.",
+                                           {"model"})),
+      baseline_cost_usd_total(registry_.add_counter(
+          "sluice_baseline_cost_usd_total",
+          "What the same requests would have cost on the route's baseline model, in US dollars.", {"model"})),
+      request_duration_seconds(registry_.add_histogram("sluice_request_duration_seconds",
+                                                       "End-to-end request duration in seconds.", {"model"},
+                                                       request_buckets_s)),
+      time_to_first_token_seconds(registry_.add_histogram("sluice_time_to_first_token_seconds",
+                                                          "Time from request to the first output token, in seconds.",
+                                                          {"model"}, ttft_buckets_s)),
+      time_per_output_token_seconds(registry_.add_histogram(
+          "sluice_time_per_output_token_seconds",
+          "Mean time between output tokens after the first, per request, in seconds.", {"model"},
+          per_token_buckets_s)),
+      gateway_overhead_seconds(registry_.add_histogram(
+          "sluice_gateway_overhead_seconds",
+          "Request duration minus time spent waiting on the upstream or engine, in seconds.", {"model"},
+          overhead_buckets_s)),
+      upstream_errors_total(registry_.add_counter("sluice_upstream_errors_total",
+                                                  "Failed upstream attempts, by model and reason.",
+                                                  {"model", "reason"})),
+      build_info(registry_.add_gauge("sluice_build_info", "Always 1; the version label says which build runs.",
+                                     {"version"})),
+      connections_open(registry_.add_gauge("sluice_connections_open", "Client connections currently open.")
+                           .with({})),
+      requests_in_flight(registry_.add_gauge("sluice_requests_in_flight", "Requests currently being served.")
+                             .with({})),
+      model_names_(sorted_names(model_names)) {
+  build_info.with({version}).set(1);
+}
+
+void gateway_metrics::set_model_names(std::span<const std::string> model_names) {
+  auto names = sorted_names(model_names);
+  std::lock_guard lock(names_mutex_);
+  model_names_ = std::move(names);
+}
+
+std::string gateway_metrics::model_label(std::string_view name) const {
+  std::shared_ptr<const std::vector<std::string>> names;
+  {
+    std::lock_guard lock(names_mutex_);
+    names = model_names_;
+  }
+  return std::binary_search(names->begin(), names->end(), name, std::less<>{}) ? std::string(name)
+                                                                                : std::string(unknown_model);
+}
+
+void gateway_metrics::record_request(const request_record& r) {
+  const std::string model = model_label(r.model);
+  requests_total.with({model, status_label(r.http_status)}).inc();
+
+  const int64_t uncached = std::max<int64_t>(0, r.tokens_input - r.tokens_cache_read - r.tokens_cache_write);
+  auto add_tokens = [&](std::string_view type, int64_t n) {
+    if (n > 0) tokens_total.with({model, type}).inc(static_cast<double>(n));
+  };
+  add_tokens("input", uncached);
+  add_tokens("cached_input", r.tokens_cache_read);
+  add_tokens("cache_write", r.tokens_cache_write);
+  add_tokens("output", r.tokens_output);
+
+  cost_usd_total.with({model}).inc(r.cost_usd);
+  if (r.baseline_cost_usd) baseline_cost_usd_total.with({model}).inc(*r.baseline_cost_usd);
+
+  request_duration_seconds.with({model}).observe(r.duration_s);
+  gateway_overhead_seconds.with({model}).observe(r.overhead_s);
+  if (r.ttft_s) {
+    time_to_first_token_seconds.with({model}).observe(*r.ttft_s);
+    if (r.tokens_output >= 2 && r.duration_s > *r.ttft_s) {
+      time_per_output_token_seconds.with({model}).observe((r.duration_s - *r.ttft_s) /
+                                                          static_cast<double>(r.tokens_output - 1));
+    }
+  }
+}
+
+void gateway_metrics::record_upstream_error(std::string_view model, upstream_error_reason reason) {
+  upstream_errors_total.with({model_label(model), to_string(reason)}).inc();
+}
+
+}  // namespace sluice::gateway

@@ -1,0 +1,98 @@
+// Every metric the gateway exports, declared in one place, with a small recording API for the request path.
+// Labels stay bounded: `model` only ever takes a policy model name or "unknown", `status` an HTTP status code,
+// `type` and `reason` fixed enumerations. No request ids, API keys, prompts or client-supplied strings are ever
+// used as label values. What must not go in here: Beast/Asio, routing logic, per-request state.
+// The names, labels and meaning of each metric are documented in docs/metrics.md; keep the two in sync.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "metrics.h"
+
+#ifndef SLUICE_VERSION  // set by CMake (cmake/sluice_options.cmake)
+#define SLUICE_VERSION "unknown"
+#endif
+
+namespace sluice::gateway {
+
+// What one finished request cost and how long it took; filled by the gateway after the router returns.
+struct request_record {
+  std::string_view model;  // the policy model that served it (a name the policy does not know becomes "unknown")
+  int http_status = 200;
+  // Token counts as in router::usage: tokens_input is the total input (uncached + cache read + cache write).
+  int64_t tokens_input = 0;
+  int64_t tokens_cache_read = 0;
+  int64_t tokens_cache_write = 0;
+  int64_t tokens_output = 0;
+  double cost_usd = 0.0;
+  std::optional<double> baseline_cost_usd;  // what the route's baseline model would have cost; nullopt = no baseline
+  double duration_s = 0.0;                  // end to end: request head received -> last byte written
+  std::optional<double> ttft_s;             // time to first token (streamed or not); nullopt when none was produced
+  double overhead_s = 0.0;                  // duration minus the time spent waiting on the upstream or engine
+};
+
+// Why an upstream attempt failed. A fixed set so the `reason` label stays bounded.
+enum class upstream_error_reason {
+  connect,       // DNS failure, refused, unreachable
+  tls,           // handshake or certificate failure
+  timeout,       // no (complete) answer within the deadline
+  http_status,   // a non-2xx status other than the ones below
+  auth,          // 401/403: our credentials were rejected
+  rate_limited,  // 429
+  protocol,      // malformed response, bad framing, invalid JSON
+  stream_cut,    // the connection dropped after the response started
+  other,
+};
+const char* to_string(upstream_error_reason r);
+
+class gateway_metrics {
+ public:
+  // `model_names`: the policy's model names, the only values the `model` label may take besides "unknown".
+  explicit gateway_metrics(std::span<const std::string> model_names, std::string_view version = SLUICE_VERSION);
+  gateway_metrics(const gateway_metrics&) = delete;
+  gateway_metrics& operator=(const gateway_metrics&) = delete;
+
+  // Replaces the known model names after a policy reload. Series of removed models keep their last values.
+  void set_model_names(std::span<const std::string> model_names);
+
+  // `name` if the policy knows it, else "unknown".
+  std::string model_label(std::string_view name) const;
+
+  void record_request(const request_record& r);
+  void record_upstream_error(std::string_view model, upstream_error_reason reason);
+  void connection_opened() { connections_open.inc(); }
+  void connection_closed() { connections_open.dec(); }
+
+  std::string expose() const { return registry_.expose(); }  // the body of GET /metrics
+
+ private:
+  registry registry_;  // declared first: the families below live in it
+
+ public:
+  // The families, for components that record outside record_request (e.g. engine gauges later). Always pass
+  // model names through model_label().
+  counter_family& requests_total;            // {model, status}
+  counter_family& tokens_total;              // {model, type}: type = input | cached_input | cache_write | output
+  counter_family& cost_usd_total;            // {model}
+  counter_family& baseline_cost_usd_total;   // {model}
+  histogram_family& request_duration_seconds;          // {model}
+  histogram_family& time_to_first_token_seconds;       // {model}
+  histogram_family& time_per_output_token_seconds;     // {model}
+  histogram_family& gateway_overhead_seconds;          // {model}
+  counter_family& upstream_errors_total;     // {model, reason}
+  gauge_family& build_info;                  // {version}, always 1
+  gauge& connections_open;
+  gauge& requests_in_flight;
+
+ private:
+  mutable std::mutex names_mutex_;
+  std::shared_ptr<const std::vector<std::string>> model_names_;  // sorted
+};
+
+}  // namespace sluice::gateway
