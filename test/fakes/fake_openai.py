@@ -286,6 +286,7 @@ class FakeUpstream:
                          + body[: len(body) // 2])
             await writer.drain()
             if "reset-mid-stream" in d:
+                await asyncio.sleep(0.1)
                 self.abort_with_rst(writer)
             else:
                 writer.close()
@@ -327,6 +328,8 @@ class FakeUpstream:
             for i, ev in enumerate(events):
                 if drop_after is not None and i == drop_after:
                     if "reset-mid-stream" in d:
+                        # Let the client read what was sent first: an RST discards unread received data.
+                        await asyncio.sleep(0.1)
                         self.abort_with_rst(writer)
                     else:
                         writer.close()

@@ -323,8 +323,9 @@ class RawConnection:
     def response(self, method="POST"):
         return read_response(self.f, method)
 
-    def closed_by_peer(self, timeout_s=3.0):
-        """True when the server closes the connection (EOF or reset) within timeout_s with no more bytes."""
+    def closed_by_peer(self, timeout_s=0.5):
+        """True when the server closes the connection (EOF or reset) within timeout_s with no more bytes.
+        Keep timeout_s well under the policy's header timeout (1 s), which would close it anyway."""
         self.sock.settimeout(timeout_s)
         try:
             rest = self.f.read1(65536) if hasattr(self.f, "read1") else self.sock.recv(65536)
