@@ -32,15 +32,19 @@ class tokenizer {  // immutable after construction; thread-safe
   tokenizer(const tokenizer&) = delete;
   tokenizer& operator=(const tokenizer&) = delete;
 
-  // Plain text never yields control/user-defined special tokens unless parse_special is set.
+  // Plain text never yields special tokens (token_type 2/3/4: unknown, control, user-defined) unless
+  // parse_special is set; then they are matched first, longest first. add_bos prepends bos() if it exists.
   std::vector<token_id> encode(std::string_view text, bool add_bos, bool parse_special) const;
   // Raw bytes of a token (byte-level decoded; may be a partial UTF-8 character). Out of range -> "".
   const std::string& token_bytes(token_id id) const;
   std::string decode(std::span<const token_id> ids) const;
   bool is_end_of_generation(token_id id) const;  // eos / eot / <|im_end|> / <|eot_id|> ...
+  bool is_control(token_id id) const;            // token_type 3 (<|im_start|>, ...): not part of output text
   int32_t n_vocab() const;
   token_id bos() const;  // -1 when the vocabulary has none
-  const tokenizer_data& data() const;  // the metadata it was built from (tokens as stored in the GGUF)
+  // The metadata it was built from (tokens as stored in the GGUF). add_bos is the effective default: true
+  // for the Llama 3 pre-tokenizer family even when the file omits it (as llama.cpp does).
+  const tokenizer_data& data() const;
 
   struct impl;
 

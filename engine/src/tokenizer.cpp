@@ -1,0 +1,361 @@
+// Byte-level BPE tokenizer: see tokenizer.h. Pipeline of encode(): special-token partition (only with
+// parse_special) -> lenient UTF-8 decode -> pre-tokenizer words -> BPE merges by rank within each word.
+// What must not go in here: GGUF parsing, chat templates, sampling.
+#include "tokenizer.h"
+
+#include <algorithm>
+#include <array>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "pre_tokenizer.h"
+#include "unicode.h"
+
+namespace sluice::engine {
+
+namespace {
+
+// tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
+enum token_type : int32_t { type_undefined = 0, type_normal = 1, type_unknown = 2, type_control = 3,
+                            type_user_defined = 4, type_unused = 5, type_byte = 6 };
+
+// GPT-2's byte-level alphabet: bytes that are printable Latin-1 stand for themselves; the other 68 bytes
+// are shifted to U+0100.. in byte order, so every byte has a visible, non-space stand-in character.
+std::array<char32_t, 256> make_byte_to_cpt() {
+  std::array<char32_t, 256> m{};
+  char32_t next = 256;
+  for (int b = 0; b < 256; ++b) {
+    bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    m[b] = printable ? static_cast<char32_t>(b) : next++;
+  }
+  return m;
+}
+
+// Open-addressing map from a merge pair (left id, right id) to its rank and resulting token.
+class merge_table {
+ public:
+  struct entry {
+    uint64_t key = empty_key;
+    int32_t rank = 0;
+    token_id result = 0;
+  };
+  void build(std::size_t n) {
+    std::size_t cap = 16;
+    while (cap < n * 2) cap <<= 1;
+    slots_.assign(cap, entry{});
+    mask_ = cap - 1;
+  }
+  void insert(token_id l, token_id r, int32_t rank, token_id result) {
+    uint64_t k = key(l, r);
+    for (std::size_t i = hash(k) & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].key == k) return;  // keep the first (lowest) rank of a duplicated merge
+      if (slots_[i].key == empty_key) {
+        slots_[i] = {k, rank, result};
+        return;
+      }
+    }
+  }
+  const entry* find(token_id l, token_id r) const {
+    uint64_t k = key(l, r);
+    for (std::size_t i = hash(k) & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].key == k) return &slots_[i];
+      if (slots_[i].key == empty_key) return nullptr;
+    }
+  }
+
+ private:
+  static constexpr uint64_t empty_key = ~0ull;
+  static uint64_t key(token_id l, token_id r) { return (uint64_t(uint32_t(l)) << 32) | uint32_t(r); }
+  static std::size_t hash(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    return static_cast<std::size_t>(k);
+  }
+  std::vector<entry> slots_;
+  std::size_t mask_ = 0;
+};
+
+const std::string empty_string;
+
+}  // namespace
+
+struct tokenizer::impl {
+  tokenizer_data data;
+  pre_kind pre = pre_kind::gpt2;
+  bool ignore_merges = false;  // Llama 3: a word that is itself a token is emitted without merging
+  std::vector<std::string> bytes;                     // raw bytes of each token
+  std::array<token_id, 256> byte_token{};             // token of each single byte (-1 if absent)
+  merge_table merges;
+  std::unordered_map<std::string, token_id> raw_to_id;  // raw bytes -> normal token (ignore_merges)
+  std::vector<token_id> specials;                     // matched with parse_special, longest first
+  std::vector<bool> eog;                              // end-of-generation flags per token
+
+  void encode_text(std::string_view text, std::vector<token_id>& out) const;
+  void bpe_word(std::string_view word, std::vector<token_id>& out) const;
+};
+
+result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
+  using E = error;
+  if (d.model != "gpt2") {
+    return E{errc::unsupported, "tokenizer.ggml.model '" + d.model + "' is not supported (only 'gpt2', byte-level BPE)"};
+  }
+  std::optional<pre_kind> pre = pre_kind_from_name(d.pre);
+  if (!pre) {
+    return E{errc::unsupported, "tokenizer.ggml.pre '" + d.pre +
+                                    "' is not supported (known: smollm, starcoder, llama-bpe, llama3, qwen2, gpt2, default)"};
+  }
+  const std::size_t n = d.tokens.size();
+  if (n == 0 || n > 0x7FFFFFFF) return E{errc::bad_file, "tokenizer.ggml.tokens is empty or too large"};
+  if (!d.token_types.empty() && d.token_types.size() != n) {
+    return E{errc::bad_file, "tokenizer.ggml.token_type has " + std::to_string(d.token_types.size()) +
+                                 " entries but tokenizer.ggml.tokens has " + std::to_string(n)};
+  }
+  for (int32_t* id : {&d.bos_id, &d.eos_id, &d.eot_id, &d.pad_id, &d.unk_id}) {
+    if (*id < -1 || *id >= static_cast<int32_t>(n)) {
+      return E{errc::bad_file, "tokenizer special token id " + std::to_string(*id) + " is out of range"};
+    }
+  }
+  if (d.token_types.empty()) d.token_types.assign(n, type_normal);
+
+  auto p = std::make_unique<impl>();
+  p->pre = *pre;
+  if (*pre == pre_kind::llama3) {
+    p->ignore_merges = true;
+    d.add_bos = true;  // llama.cpp forces BOS for the Llama 3 family
+  }
+
+  // Byte-level decoding of each token's stored text.
+  const std::array<char32_t, 256> byte_to_cpt = make_byte_to_cpt();
+  std::unordered_map<char32_t, uint8_t> cpt_to_byte;
+  for (int b = 0; b < 256; ++b) cpt_to_byte[byte_to_cpt[b]] = static_cast<uint8_t>(b);
+
+  p->bytes.resize(n);
+  std::unordered_map<std::string_view, token_id> text_to_id;
+  text_to_id.reserve(n * 2);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string& t = d.tokens[i];
+    const int32_t type = d.token_types[i];
+    text_to_id.emplace(t, static_cast<token_id>(i));
+    std::string& raw = p->bytes[i];
+    if (type == type_normal || type == type_undefined) {
+      std::size_t pos = 0;
+      while (pos < t.size()) {
+        char32_t cp = decode_utf8(t, pos);
+        auto it = cpt_to_byte.find(cp);
+        if (it != cpt_to_byte.end()) {
+          raw.push_back(static_cast<char>(it->second));
+        } else {
+          append_utf8(raw, cp);  // not byte-level encoded: keep the character itself
+        }
+      }
+    } else if (type == type_byte && t.size() == 6 && t.starts_with("<0x") && t.ends_with(">")) {
+      raw.push_back(static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
+    } else {
+      raw = t;  // control / user-defined / unknown / unused tokens are stored verbatim
+    }
+  }
+
+  p->byte_token.fill(-1);
+  for (int b = 0; b < 256; ++b) {
+    std::string enc;
+    append_utf8(enc, byte_to_cpt[b]);
+    auto it = text_to_id.find(enc);
+    if (it != text_to_id.end()) p->byte_token[b] = it->second;
+  }
+
+  p->merges.build(d.merges.size());
+  for (std::size_t rank = 0; rank < d.merges.size(); ++rank) {
+    const std::string& m = d.merges[rank];
+    std::size_t sp = m.find(' ', 1);
+    if (sp == std::string::npos) {
+      return E{errc::bad_file, "tokenizer.ggml.merges[" + std::to_string(rank) + "] has no space: '" + m + "'"};
+    }
+    std::string_view l(m.data(), sp), r(m.data() + sp + 1, m.size() - sp - 1);
+    auto li = text_to_id.find(l), ri = text_to_id.find(r);
+    auto res = text_to_id.find(std::string(l) + std::string(r));
+    if (li == text_to_id.end() || ri == text_to_id.end() || res == text_to_id.end()) continue;  // unusable merge
+    p->merges.insert(li->second, ri->second, static_cast<int32_t>(rank), res->second);
+  }
+
+  p->eog.assign(n, false);
+  static const std::unordered_set<std::string_view> eog_texts = {
+      "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|endoftext|>", "<|end|>", "<end_of_turn>"};
+  for (std::size_t i = 0; i < n; ++i) {
+    const int32_t type = d.token_types[i];
+    if (type == type_control || type == type_user_defined || type == type_unknown) {
+      p->specials.push_back(static_cast<token_id>(i));
+      if (eog_texts.count(d.tokens[i])) p->eog[i] = true;
+    }
+    if (type == type_normal && p->ignore_merges) p->raw_to_id.emplace(p->bytes[i], static_cast<token_id>(i));
+  }
+  for (int32_t id : {d.eos_id, d.eot_id}) {
+    if (id >= 0) p->eog[id] = true;
+  }
+  std::stable_sort(p->specials.begin(), p->specials.end(), [&](token_id a, token_id b) {
+    return d.tokens[a].size() > d.tokens[b].size();
+  });
+  std::erase_if(p->specials, [&](token_id id) { return d.tokens[id].empty(); });
+
+  p->data = std::move(d);
+  return std::unique_ptr<tokenizer>(new tokenizer(std::move(p)));
+}
+
+tokenizer::tokenizer(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+tokenizer::~tokenizer() = default;
+
+void tokenizer::impl::bpe_word(std::string_view word, std::vector<token_id>& out) const {
+  if (word.size() == 1) {
+    token_id t = byte_token[static_cast<unsigned char>(word[0])];
+    if (t >= 0) out.push_back(t);
+    return;
+  }
+  if (ignore_merges) {
+    auto it = raw_to_id.find(std::string(word));
+    if (it != raw_to_id.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  // Symbols start as single bytes in a doubly linked list; candidate merges of neighbours sit in a min-heap
+  // ordered by (rank, left position) and are re-checked when popped (a merge may have made them stale).
+  struct symbol {
+    token_id id;
+    int32_t prev, next;
+  };
+  struct candidate {
+    int32_t rank, left, right;
+    token_id left_id, right_id;
+    bool operator>(const candidate& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+  };
+  const auto n = static_cast<int32_t>(word.size());
+  std::vector<symbol> sym(n);
+  for (int32_t i = 0; i < n; ++i) {
+    sym[i] = {byte_token[static_cast<unsigned char>(word[i])], i - 1, i + 1 < n ? i + 1 : -1};
+  }
+  std::vector<candidate> heap;
+  heap.reserve(n);
+  auto consider = [&](int32_t l, int32_t r) {
+    if (l < 0 || r < 0 || sym[l].id < 0 || sym[r].id < 0) return;
+    if (const merge_table::entry* e = merges.find(sym[l].id, sym[r].id)) {
+      heap.push_back({e->rank, l, r, sym[l].id, sym[r].id});
+      std::push_heap(heap.begin(), heap.end(), std::greater<>{});
+    }
+  };
+  for (int32_t i = 0; i + 1 < n; ++i) consider(i, i + 1);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
+    candidate c = heap.back();
+    heap.pop_back();
+    symbol& l = sym[c.left];
+    if (l.id != c.left_id || l.next != c.right || sym[c.right].id != c.right_id) continue;  // stale
+    l.id = merges.find(c.left_id, c.right_id)->result;
+    symbol& r = sym[c.right];
+    l.next = r.next;
+    if (r.next >= 0) sym[r.next].prev = c.left;
+    r.id = -1;
+    r.next = r.prev = -1;
+    consider(l.prev, c.left);
+    consider(c.left, l.next);
+  }
+  for (int32_t i = 0; i >= 0; i = sym[i].next) {
+    if (sym[i].id >= 0) out.push_back(sym[i].id);
+  }
+}
+
+void tokenizer::impl::encode_text(std::string_view text, std::vector<token_id>& out) const {
+  // Decode leniently (malformed bytes become U+FFFD, as llama.cpp does) and keep the re-encoded text with
+  // the byte offset of every code point, so words can be handed to BPE as byte ranges.
+  std::vector<char32_t> cpts;
+  std::vector<uint32_t> offsets;
+  std::string norm;
+  cpts.reserve(text.size());
+  offsets.reserve(text.size() + 1);
+  norm.reserve(text.size());
+  for (std::size_t pos = 0; pos < text.size();) {
+    char32_t cp = decode_utf8(text, pos);
+    cpts.push_back(cp);
+    offsets.push_back(static_cast<uint32_t>(norm.size()));
+    append_utf8(norm, cp);
+  }
+  offsets.push_back(static_cast<uint32_t>(norm.size()));
+  std::vector<word_span> words;
+  words.reserve(cpts.size() / 3 + 1);
+  split_words(pre, cpts, words);
+  std::string_view nv(norm);
+  for (const word_span& w : words) {
+    bpe_word(nv.substr(offsets[w.begin], offsets[w.end] - offsets[w.begin]), out);
+  }
+}
+
+std::vector<token_id> tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
+  const impl& p = *impl_;
+  std::vector<token_id> out;
+  out.reserve(text.size() / 3 + 2);
+  if (add_bos && p.data.bos_id >= 0) out.push_back(p.data.bos_id);
+  if (!parse_special) {
+    p.encode_text(text, out);
+    return out;
+  }
+  // Split the text around special tokens, longest token first over the whole text (llama.cpp's order), so
+  // a longer special token wins over a shorter one it contains.
+  struct fragment {
+    token_id special;  // -1 for raw text
+    std::size_t begin, end;
+  };
+  std::vector<fragment> frags{{-1, 0, text.size()}}, next;
+  for (token_id sid : p.specials) {
+    const std::string& st = p.data.tokens[sid];
+    if (text.find(st) == std::string_view::npos) continue;
+    next.clear();
+    for (const fragment& f : frags) {
+      if (f.special >= 0) {
+        next.push_back(f);
+        continue;
+      }
+      std::size_t pos = f.begin;
+      while (pos < f.end) {
+        std::size_t m = text.substr(0, f.end).find(st, pos);
+        if (m == std::string_view::npos) break;
+        if (m > pos) next.push_back({-1, pos, m});
+        next.push_back({sid, m, m + st.size()});
+        pos = m + st.size();
+      }
+      if (pos < f.end) next.push_back({-1, pos, f.end});
+    }
+    frags.swap(next);
+  }
+  for (const fragment& f : frags) {
+    if (f.special >= 0) {
+      out.push_back(f.special);
+    } else {
+      p.encode_text(text.substr(f.begin, f.end - f.begin), out);
+    }
+  }
+  return out;
+}
+
+const std::string& tokenizer::token_bytes(token_id id) const {
+  if (id < 0 || id >= n_vocab()) return empty_string;
+  return impl_->bytes[id];
+}
+
+std::string tokenizer::decode(std::span<const token_id> ids) const {
+  std::string out;
+  for (token_id id : ids) out += token_bytes(id);
+  return out;
+}
+
+bool tokenizer::is_end_of_generation(token_id id) const {
+  return id >= 0 && id < n_vocab() && impl_->eog[id];
+}
+
+bool tokenizer::is_control(token_id id) const {
+  return id >= 0 && id < n_vocab() && impl_->data.token_types[id] == type_control;
+}
+
+int32_t tokenizer::n_vocab() const { return static_cast<int32_t>(impl_->bytes.size()); }
+token_id tokenizer::bos() const { return impl_->data.bos_id; }
+const tokenizer_data& tokenizer::data() const { return impl_->data; }
+
+}  // namespace sluice::engine
