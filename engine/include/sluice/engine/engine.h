@@ -134,6 +134,11 @@ class engine {
   result<std::string> apply_chat_template(std::span<const chat_message> messages,
                                           bool add_generation_prompt = true) const;
 
+  // Renders messages with the chat template and tokenizes the result so that the template's markers become
+  // special tokens while message contents are tokenized as plain text (a user cannot inject <|im_start|>).
+  result<std::vector<token_id>> tokenize_chat(std::span<const chat_message> messages,
+                                              bool add_generation_prompt = true) const;
+
   // Queues a sequence; thread-safe. The observer is kept alive until on_finish has returned.
   result<sequence_id> submit(std::vector<token_id> prompt, const sampling_params& params,
                              std::shared_ptr<sequence_observer> observer);

@@ -87,6 +87,7 @@ struct chunk {
   std::vector<token_logprob> logprobs;
   std::optional<finish_reason> finish;
   std::optional<usage> usage_;  // usually only on the last chunk
+  bool usage_only = false;      // carries nothing but usage (OpenAI's include_usage chunk, "choices": [])
   // The upstream's own chunk (one SSE data payload) when the backend speaks a wire format; a same-wire codec
   // relays it verbatim so tool-call deltas and other fields survive. Empty for the local engine.
   std::string raw;
@@ -102,6 +103,11 @@ struct completion {
   usage usage_;
   std::string model;  // the model that produced it: the upstream's model name, or the local model's
   std::string raw;    // the upstream's whole response body, when non-streaming and same-wire
+
+  // Filled by the router, not by backends.
+  std::string served_by;        // the policy model name (tier) that produced it
+  double cost_usd = 0.0;        // what this answer cost, priced by the policy
+  double backend_seconds = 0.0; // from backend start to its on_done (time spent waiting on the tier)
 };
 
 const char* to_string(role r);

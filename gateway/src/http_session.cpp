@@ -1,0 +1,204 @@
+// See http_session.h.
+#include "http_session.h"
+
+#include <boost/algorithm/string/predicate.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http.hpp>
+#include <random>
+
+#include "api_handlers.h"
+
+namespace sluice::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::awaitable;
+
+namespace {
+
+constexpr auto tok = asio::as_tuple(asio::use_awaitable);
+constexpr std::chrono::seconds write_timeout{30};
+
+const char* reason(int status) { return http::obsolete_reason(static_cast<http::status>(status)).data(); }
+
+std::string trim_lower(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Framing rules Beast 1.81 does not enforce (PITFALLS.md "Request smuggling"). Empty = acceptable.
+std::string framing_problem(const http::request<http::string_body>& req) {
+  size_t n_te = 0, n_cl = 0;
+  std::string te;
+  for (const auto& f : req) {
+    if (f.name() == http::field::transfer_encoding) {
+      ++n_te;
+      te = trim_lower(f.value());
+    } else if (f.name() == http::field::content_length) {
+      ++n_cl;
+    }
+  }
+  if (n_te > 0 && n_cl > 0) return "both Content-Length and Transfer-Encoding are present";
+  if (n_cl > 1) return "repeated Content-Length header";
+  if (n_te > 1) return "repeated Transfer-Encoding header";
+  if (n_te == 1 && te != "chunked") return "unsupported Transfer-Encoding (only 'chunked' is accepted)";
+  if (n_te == 1 && req.version() < 11) return "Transfer-Encoding is not allowed in HTTP/1.0";
+  if (req.version() == 11 && req.find(http::field::host) == req.end()) return "missing Host header";
+  if (req.count(http::field::host) > 1) return "repeated Host header";
+  return {};
+}
+
+}  // namespace
+
+std::string make_request_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char hex[] = "0123456789abcdef";
+  std::string id(24, '0');
+  uint64_t a = rng(), b = rng();
+  for (int i = 0; i < 16; ++i) id[i] = hex[(a >> (i * 4)) & 15];
+  for (int i = 0; i < 8; ++i) id[16 + i] = hex[(b >> (i * 4)) & 15];
+  return id;
+}
+
+http_session::http_session(beast::tcp_stream stream, server_state& state)
+    : stream_(std::move(stream)), state_(state) {}
+
+awaitable<bool> http_session::write_raw(std::string_view bytes) {
+  stream_.expires_after(write_timeout);
+  auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(bytes.data(), bytes.size()), tok);
+  stream_.expires_never();
+  co_return !ec;
+}
+
+awaitable<bool> http_session::send(int status, std::string body, std::string_view content_type,
+                                   const header_list& headers) {
+  http::response<http::string_body> res{static_cast<http::status>(status), request_.version() >= 11 ? 11 : 10};
+  res.set(http::field::server, "sluice");
+  res.set(http::field::content_type, content_type);
+  res.set("x-request-id", request_id_);
+  for (const auto& [k, v] : headers) res.set(k, v);
+  res.keep_alive(keep_alive_);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  stream_.expires_after(write_timeout);
+  auto [ec, n] = co_await http::async_write(stream_, res, tok);
+  stream_.expires_never();
+  co_return !ec && keep_alive_;
+}
+
+awaitable<bool> http_session::sse_begin(const header_list& headers) {
+  std::string head = "HTTP/1.1 200 OK\r\nServer: sluice\r\nContent-Type: text/event-stream\r\n"
+                     "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nx-request-id: " +
+                     request_id_ + "\r\n";
+  for (const auto& [k, v] : headers) head += k + ": " + v + "\r\n";
+  head += keep_alive_ ? "\r\n" : "Connection: close\r\n\r\n";
+  co_return co_await write_raw(head);
+}
+
+awaitable<bool> http_session::sse_send(std::string_view data) {
+  // One HTTP chunk per event: "<hex size>\r\ndata: <data>\n\n\r\n"
+  const size_t n = data.size() + 8;
+  char size_hex[20];
+  const int len = std::snprintf(size_hex, sizeof size_hex, "%zx\r\n", n);
+  std::string frame;
+  frame.reserve(n + 32);
+  frame.append(size_hex, static_cast<size_t>(len));
+  frame += "data: ";
+  frame += data;
+  frame += "\n\n\r\n";
+  co_return co_await write_raw(frame);
+}
+
+awaitable<bool> http_session::sse_end() { co_return co_await write_raw("0\r\n\r\n") && keep_alive_; }
+
+awaitable<void> http_session::wait_client_gone() {
+  auto& sock = stream_.socket();
+  auto [ec] = co_await sock.async_wait(asio::ip::tcp::socket::wait_read, tok);
+  if (ec) co_return;  // cancelled (we are done waiting) or the socket failed
+  boost::system::error_code aec;
+  if (sock.available(aec) > 0 && !aec) {
+    // Pipelined bytes, not a close: keep waiting until cancelled.
+    asio::steady_timer forever(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
+    co_await forever.async_wait(tok);
+  }
+}
+
+awaitable<void> http_session::reply_and_close(int status, std::string_view message) {
+  keep_alive_ = false;
+  std::string body = "{\"error\":{\"message\":\"" + std::string(message) +
+                     "\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
+  std::string res = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) +
+                    "\r\nServer: sluice\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\n\r\n" + body;
+  co_await write_raw(res);
+}
+
+awaitable<void> http_session::run() {
+  const auto& cfg = state_.policy->server;
+  state_.connections_open.fetch_add(1, std::memory_order_relaxed);
+  if (state_.metrics) state_.metrics->connection_opened();
+  for (int served = 0;; ++served) {
+    // Wait for the first byte of the next request (idle keep-alive time), then give the whole head a
+    // total deadline: a slowloris client cannot hold the connection by trickling bytes.
+    if (buffer_.size() == 0) {
+      stream_.expires_after(served == 0 ? cfg.header_timeout : cfg.idle_timeout);
+      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(8192), tok);
+      if (ec) break;
+      buffer_.commit(n);
+    }
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(32 * 1024);
+    parser.body_limit(cfg.max_body_bytes);
+    stream_.expires_after(cfg.header_timeout);
+    auto [hec, hn] = co_await http::async_read_header(stream_, buffer_, parser, tok);
+    if (hec) {
+      if (hec == http::error::header_limit) co_await reply_and_close(431, "Request header fields too large.");
+      else if (hec != beast::error::timeout && hec != http::error::end_of_stream && hec != asio::error::eof)
+        co_await reply_and_close(400, "Malformed HTTP request.");
+      break;
+    }
+    request_id_ = make_request_id();
+    if (auto problem = framing_problem(parser.get()); !problem.empty()) {
+      co_await reply_and_close(400, "Bad request framing: " + problem + ".");
+      break;
+    }
+    if (auto cl = parser.content_length(); cl && *cl > cfg.max_body_bytes) {
+      co_await reply_and_close(413, "Request body is larger than the limit of " + std::to_string(cfg.max_body_bytes) +
+                                        " bytes.");
+      break;
+    }
+    if (boost::iequals(parser.get()[http::field::expect], "100-continue")) {
+      if (!co_await write_raw("HTTP/1.1 100 Continue\r\n\r\n")) break;
+    }
+    stream_.expires_after(cfg.body_timeout);
+    auto [bec, bn] = co_await http::async_read(stream_, buffer_, parser, tok);
+    stream_.expires_never();
+    if (bec == http::error::body_limit) {
+      co_await reply_and_close(413, "Request body is larger than the limit of " + std::to_string(cfg.max_body_bytes) +
+                                        " bytes.");
+      break;
+    }
+    if (bec) {
+      if (bec != beast::error::timeout && bec != http::error::partial_message)
+        co_await reply_and_close(400, "Malformed HTTP request body.");
+      break;
+    }
+    request_ = parser.release();
+    keep_alive_ = request_.keep_alive();
+    if (!co_await handle_request(*this)) break;
+  }
+  beast::error_code ec;
+  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  state_.connections_open.fetch_sub(1, std::memory_order_relaxed);
+  if (state_.metrics) state_.metrics->connection_closed();
+}
+
+}  // namespace sluice::gateway

@@ -1,0 +1,63 @@
+// One client connection: read -> handle -> write -> loop, as a C++20 coroutine on its own strand.
+// Owns HTTP framing rules (request smuggling defences from PITFALLS.md, body limits, total deadlines) and
+// the primitives handlers write with (whole responses, SSE streams). What must not go in here: endpoint
+// logic (api_handlers.cpp) or anything about models and costs.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sluice::gateway {
+
+struct server_state;  // api_handlers.h
+
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+class http_session {
+ public:
+  http_session(boost::beast::tcp_stream stream, server_state& state);
+
+  boost::asio::awaitable<void> run();
+
+  // Whole response. Returns false when the connection must close.
+  boost::asio::awaitable<bool> send(int status, std::string body, std::string_view content_type,
+                                    const header_list& headers = {});
+  // Server-sent events over a chunked response.
+  boost::asio::awaitable<bool> sse_begin(const header_list& headers);
+  boost::asio::awaitable<bool> sse_send(std::string_view data);   // writes "data: <data>\n\n"
+  boost::asio::awaitable<bool> sse_end();
+
+  // Completes when the client closes its side (or the socket fails); never when it merely sends more
+  // (pipelined) bytes. Cancellable: used with `||` to notice a client that went away while we wait.
+  boost::asio::awaitable<void> wait_client_gone();
+
+  bool keep_alive() const { return keep_alive_; }
+  const boost::beast::http::request<boost::beast::http::string_body>& request() const { return request_; }
+  boost::beast::http::request<boost::beast::http::string_body>& request() { return request_; }
+  const std::string& request_id() const { return request_id_; }
+  server_state& state() { return state_; }
+
+ private:
+  boost::asio::awaitable<bool> write_raw(std::string_view bytes);
+  boost::asio::awaitable<void> reply_and_close(int status, std::string_view message);
+
+  boost::beast::tcp_stream stream_;
+  boost::beast::flat_buffer buffer_;
+  server_state& state_;
+  boost::beast::http::request<boost::beast::http::string_body> request_;
+  std::string request_id_;
+  bool keep_alive_ = true;
+};
+
+// A fresh random request id (hex).
+std::string make_request_id();
+
+}  // namespace sluice::gateway

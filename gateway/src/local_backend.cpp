@@ -1,0 +1,169 @@
+// See local_backend.h.
+#include "local_backend.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "sluice/engine/engine.h"
+
+namespace sluice::gateway {
+
+namespace {
+
+using router::errc;
+using router::error;
+
+router::finish_reason map_finish(engine::finish_reason r) {
+  return r == engine::finish_reason::length ? router::finish_reason::length : router::finish_reason::stop;
+}
+
+class local_generation final : public router::generation, public engine::sequence_observer {
+ public:
+  local_generation(engine::engine& eng, std::shared_ptr<router::generation_sink> sink, bool logprobs,
+                   std::string model_name)
+      : engine_(eng), sink_(std::move(sink)), logprobs_(logprobs), model_name_(std::move(model_name)) {}
+
+  void set_id(engine::sequence_id id) {
+    std::lock_guard lock(mutex_);
+    id_ = id;
+    if (cancel_requested_) engine_.cancel(id);
+  }
+
+  void cancel() override {
+    std::lock_guard lock(mutex_);
+    cancel_requested_ = true;
+    if (id_) engine_.cancel(*id_);
+  }
+
+  void on_token(const engine::token_event& ev) override {
+    router::chunk c;
+    c.text = ev.text;
+    if (logprobs_) {
+      router::token_logprob lp;
+      lp.token = ev.token_text;
+      lp.logprob = ev.logprob;
+      for (const auto& [t, p] : ev.top) lp.top.emplace_back(t, p);
+      c.logprobs.push_back(lp);
+      acc_.logprobs.push_back(std::move(lp));
+    }
+    if (c.text.empty() && c.logprobs.empty()) return;
+    acc_.text += c.text;
+    sink_->on_chunk(std::move(c));
+  }
+
+  void on_finish(const engine::finish_info& info) override {
+    if (info.reason == engine::finish_reason::cancelled) {
+      sink_->on_done(error{errc::cancelled, "The client cancelled the request."});
+      return;
+    }
+    if (info.reason == engine::finish_reason::error) {
+      sink_->on_done(error{errc::internal, "The local model failed: " + info.message});
+      return;
+    }
+    acc_.finish = map_finish(info.reason);
+    acc_.usage_.tokens_input = info.tokens_prompt;
+    acc_.usage_.tokens_cache_read = info.tokens_cached;
+    acc_.usage_.tokens_output = info.tokens_generated;
+    acc_.model = model_name_;
+    router::chunk last;
+    last.finish = acc_.finish;
+    last.usage_ = acc_.usage_;
+    sink_->on_chunk(std::move(last));
+    sink_->on_done(std::move(acc_));
+  }
+
+ private:
+  engine::engine& engine_;
+  std::shared_ptr<router::generation_sink> sink_;
+  bool logprobs_;
+  std::string model_name_;
+  router::completion acc_;
+  std::mutex mutex_;
+  std::optional<engine::sequence_id> id_;
+  bool cancel_requested_ = false;
+};
+
+class local_backend final : public router::backend {
+ public:
+  explicit local_backend(std::unique_ptr<engine::engine> eng) : engine_(std::move(eng)) {}
+
+  router::result<std::shared_ptr<router::generation>> start(std::shared_ptr<const router::chat_request> req,
+                                                            const policies::model_config& model,
+                                                            std::shared_ptr<router::generation_sink> sink) override {
+    std::vector<engine::token_id> prompt;
+    if (req->format == router::wire_format::openai_completions) {
+      prompt = engine_->tokenize(req->prompt, /*add_bos=*/true, /*parse_special=*/false);
+    } else {
+      std::vector<engine::chat_message> msgs;
+      for (const auto& m : req->messages) {
+        if (m.parts_non_text > 0 && m.content.empty()) {
+          return error{errc::not_implemented, "The local model '" + model.name + "' reads text only.", "messages"};
+        }
+        const char* role = m.role_ == router::role::developer ? "system" : router::to_string(m.role_);
+        msgs.push_back({role, m.content});
+      }
+      auto tokens = engine_->tokenize_chat(msgs, /*add_generation_prompt=*/true);
+      if (!tokens) return error{errc::bad_request, tokens.error().message, "messages"};
+      prompt = std::move(*tokens);
+    }
+    if (req->has_tools) {
+      return error{errc::not_implemented, "The local model '" + model.name + "' does not support tools.", "tools"};
+    }
+    engine::sampling_params p;
+    p.temperature = static_cast<float>(req->sampling.temperature.value_or(1.0));
+    p.top_p = static_cast<float>(req->sampling.top_p.value_or(1.0));
+    p.top_k = req->sampling.top_k.value_or(0);
+    p.min_p = static_cast<float>(req->sampling.min_p.value_or(0.0));
+    p.frequency_penalty = static_cast<float>(req->sampling.frequency_penalty);
+    p.presence_penalty = static_cast<float>(req->sampling.presence_penalty);
+    p.seed = req->sampling.seed;
+    const int room = engine_->info().context_tokens - static_cast<int>(prompt.size());
+    if (room <= 0) {
+      return error{errc::bad_request,
+                   "The prompt has " + std::to_string(prompt.size()) + " tokens; the local model '" + model.name +
+                       "' has a context of " + std::to_string(engine_->info().context_tokens) + " tokens.",
+                   "messages"};
+    }
+    p.max_tokens = req->max_output_tokens ? *req->max_output_tokens : room;
+    if (p.max_tokens > room) {
+      return error{errc::bad_request,
+                   "max_tokens (" + std::to_string(p.max_tokens) + ") plus the prompt (" +
+                       std::to_string(prompt.size()) + " tokens) exceed the local model's context of " +
+                       std::to_string(engine_->info().context_tokens) + " tokens.",
+                   "max_tokens"};
+    }
+    p.stop = req->stop;
+    p.logprobs = req->logprobs;
+    p.top_logprobs = req->top_logprobs;
+
+    auto gen = std::make_shared<local_generation>(*engine_, std::move(sink), req->logprobs, model.name);
+    auto id = engine_->submit(std::move(prompt), p, gen);
+    if (!id) {
+      const errc code = id.error().code == engine::errc::overloaded         ? errc::overloaded
+                        : id.error().code == engine::errc::context_overflow ? errc::bad_request
+                                                                            : errc::bad_request;
+      return error{code, id.error().message};
+    }
+    gen->set_id(*id);
+    return std::shared_ptr<router::generation>(gen);
+  }
+
+ private:
+  std::unique_ptr<engine::engine> engine_;
+};
+
+}  // namespace
+
+router::result<std::shared_ptr<router::backend>> make_local_backend(const policies::model_config& model) {
+  engine::load_options o;
+  o.path = model.local.gguf_path;
+  o.threads = model.local.threads;
+  o.context_tokens = model.local.context_tokens;
+  o.max_sequences = model.local.max_sequences;
+  o.chat_template = model.local.chat_template;
+  auto eng = engine::engine::load(o);
+  if (!eng) return error{errc::internal, eng.error().message};
+  return std::shared_ptr<router::backend>(std::make_shared<local_backend>(std::move(*eng)));
+}
+
+}  // namespace sluice::gateway

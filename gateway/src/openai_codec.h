@@ -1,0 +1,52 @@
+// OpenAI wire format <-> the internal model (router/chat.h). Parsing validates the whole document before
+// anything is routed (PITFALLS.md: simdjson on-demand validates only what it reads, so this uses the DOM
+// parser), rejects duplicate keys, and names the offending field. What must not go in here: routing, costs,
+// sockets.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "sluice/router/chat.h"
+#include "sluice/router/error.h"
+
+namespace sluice::gateway {
+
+// POST /v1/chat/completions. Takes the body by value: it becomes chat_request::raw_body.
+router::result<router::chat_request> parse_openai_chat_request(std::string body);
+// POST /v1/completions (legacy text completions): prompt must be a string.
+router::result<router::chat_request> parse_openai_completion_request(std::string body);
+
+// The client's body with "model" set to `upstream_model`; with `force_stream_usage`, a streaming request
+// also asks for stream_options.include_usage (so the gateway can account for it even when the client did not).
+std::string make_openai_upstream_body(const router::chat_request& req, std::string_view upstream_model,
+                                      bool force_stream_usage);
+
+// {"error":{"message","type","param","code"}}
+std::string openai_error_body(const router::error& e);
+
+// Reads usage, text, tool calls, finish reason and model from an upstream chat.completion body.
+// Returns false when the body is not a valid chat.completion.
+bool parse_openai_chat_response(std::string_view body, router::completion& out);
+
+// Reads one streamed chat.completion.chunk (an SSE data payload) into `out` (text delta, finish, usage).
+// Returns false when it is not valid JSON. `is_usage_only` is set for the include_usage chunk ("choices": []).
+bool parse_openai_chat_chunk(std::string_view data, router::chunk& out, bool& is_usage_only);
+
+// Serialisers for answers the gateway produces itself (the local tier).
+struct response_ids {
+  std::string id;       // "chatcmpl-..."
+  int64_t created = 0;  // unix seconds
+  std::string model;
+};
+std::string openai_chat_response(const router::completion& c, const router::chat_request& req, const response_ids& ids);
+std::string openai_chat_chunk_json(const router::chunk& c, const router::chat_request& req, const response_ids& ids,
+                                   bool first);
+std::string openai_usage_chunk_json(const router::usage& u, const response_ids& ids, bool completions_api);
+std::string openai_completion_response(const router::completion& c, const router::chat_request& req,
+                                       const response_ids& ids);
+std::string openai_completion_chunk_json(const router::chunk& c, const router::chat_request& req,
+                                         const response_ids& ids);
+void append_openai_usage(std::string& out, const router::usage& u);
+
+}  // namespace sluice::gateway

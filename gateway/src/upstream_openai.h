@@ -1,0 +1,26 @@
+// The OpenAI-compatible upstream backend: an HTTP/1.1 client (plain or TLS with certificate verification)
+// with a keep-alive connection pool per model, a deadline per request, SSE stream relaying and cancellation.
+// Implements router::backend. What must not go in here: routing or cost decisions, client-facing wire code.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <memory>
+
+#include "sluice/policies/policy.h"
+#include "sluice/router/backend.h"
+
+namespace sluice::gateway {
+
+struct upstream_options {
+  std::chrono::milliseconds timeout{600'000};  // per request: to headers, whole body, or between stream reads
+  size_t max_idle_connections = 64;
+  size_t max_response_bytes = 64 * 1024 * 1024;  // non-streaming bodies; streams are unlimited (PITFALLS.md)
+};
+
+// Creates the backend for one policy model (kind openai). The API key is read from the model's
+// api_key_env now, once; it is never logged. Returns an error message for an unusable base_url.
+router::result<std::shared_ptr<router::backend>> make_openai_backend(boost::asio::io_context& ioc,
+                                                                     const policies::model_config& model,
+                                                                     const upstream_options& opts);
+
+}  // namespace sluice::gateway

@@ -1,0 +1,64 @@
+// Tier resolution and per-attempt accounting. Today one model = one tier; the cascade loop builds on this.
+#include "sluice/router/router.h"
+
+#include <chrono>
+
+namespace sluice::router {
+
+double cost_usd(const usage& u, const policies::price_per_mtok& price) {
+  const int64_t uncached = u.tokens_input - u.tokens_cache_read - u.tokens_cache_write;
+  const double usd = static_cast<double>(uncached > 0 ? uncached : 0) * price.input_usd +
+                     static_cast<double>(u.tokens_cache_read) * price.cached_input_usd +
+                     static_cast<double>(u.tokens_cache_write) * price.cache_write_usd +
+                     static_cast<double>(u.tokens_output) * price.output_usd;
+  return usd / 1e6;
+}
+
+namespace {
+
+// Wraps the caller's sink: stamps served_by, cost and time spent in the backend on the completion.
+class accounting_sink final : public generation_sink {
+ public:
+  accounting_sink(std::shared_ptr<generation_sink> inner, const policies::model_config& model,
+                  std::shared_ptr<const policies::policy> keep_alive)
+      : inner_(std::move(inner)), model_(model), policy_(std::move(keep_alive)),
+        start_(std::chrono::steady_clock::now()) {}
+
+  void on_chunk(chunk c) override { inner_->on_chunk(std::move(c)); }
+
+  void on_done(result<completion> r) override {
+    if (r.has_value()) {
+      r->served_by = model_.name;
+      r->cost_usd = cost_usd(r->usage_, model_.price);
+      r->backend_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    }
+    inner_->on_done(std::move(r));
+  }
+
+ private:
+  std::shared_ptr<generation_sink> inner_;
+  const policies::model_config& model_;  // owned by policy_, kept alive by it
+  std::shared_ptr<const policies::policy> policy_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+router::router(std::shared_ptr<const policies::policy> policy, backend_map backends)
+    : policy_(std::move(policy)), backends_(std::move(backends)) {}
+
+result<std::shared_ptr<generation>> router::dispatch(std::shared_ptr<const chat_request> req,
+                                                     std::shared_ptr<generation_sink> sink) const {
+  const policies::model_config* model = policy_->find_model(req->model);
+  if (model == nullptr) {
+    return error{errc::unknown_model, "The model '" + req->model + "' does not exist", "model"};
+  }
+  auto it = backends_.find(model->name);
+  if (it == backends_.end() || !it->second) {
+    return error{errc::not_implemented, "The model '" + model->name + "' has no backend available", "model"};
+  }
+  auto wrapped = std::make_shared<accounting_sink>(std::move(sink), *model, policy_);
+  return it->second->start(std::move(req), *model, std::move(wrapped));
+}
+
+}  // namespace sluice::router
