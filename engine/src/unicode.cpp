@@ -142,25 +142,29 @@ std::string sanitize_utf8(std::string_view s) {
   out.reserve(s.size());
   std::size_t i = 0;
   while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    int len = utf8_sequence_length(c);
-    bool ok = len > 0 && i + static_cast<std::size_t>(len) <= s.size();
-    if (ok && len > 1) {
-      for (int k = 1; k < len; ++k) ok = ok && (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
-      if (ok) {
-        unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-        if (c == 0xE0 && c1 < 0xA0) ok = false;                // overlong
-        if (c == 0xED && c1 >= 0xA0) ok = false;               // surrogate
-        if (c == 0xF0 && c1 < 0x90) ok = false;                // overlong
-        if (c == 0xF4 && c1 >= 0x90) ok = false;               // above U+10FFFF
+    const auto c = static_cast<unsigned char>(s[i]);
+    const int len = utf8_sequence_length(c);
+    // Count the continuation bytes that are valid here; a malformed sequence becomes one U+FFFD for its
+    // longest valid prefix (the "maximal subpart" rule of Unicode, as Python's errors="replace").
+    int good = len > 0 ? 1 : 0;
+    while (good > 0 && good < len && i + good < s.size()) {
+      const auto b = static_cast<unsigned char>(s[i + good]);
+      unsigned char lo = 0x80, hi = 0xBF;
+      if (good == 1) {
+        if (c == 0xE0) lo = 0xA0;  // overlong
+        if (c == 0xED) hi = 0x9F;  // surrogates
+        if (c == 0xF0) lo = 0x90;  // overlong
+        if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
       }
+      if (b < lo || b > hi) break;
+      ++good;
     }
-    if (ok) {
+    if (len > 0 && good == len) {
       out.append(s.substr(i, len));
       i += len;
     } else {
       append_utf8(out, replacement_char);
-      i += 1;
+      i += std::max(good, 1);
     }
   }
   return out;

@@ -241,8 +241,11 @@ def write_llama3_tiny(path):
     w.add_bos_token_id(first_special)
     w.add_eos_token_id(first_special + 4)
     w.add_add_bos_token(True)
-    w.add_chat_template("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-                        "{{ m['content'] | trim }}<|eot_id|>{% endfor %}")
+    # Same structure as Meta's Llama 3 (3.0) template: BOS before the first message, each message trimmed.
+    w.add_chat_template("{% for m in messages %}{% if loop.first %}{{ bos_token }}{% endif %}"
+                        "<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>"
+                        "{% endfor %}{% if add_generation_prompt %}"
+                        "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
