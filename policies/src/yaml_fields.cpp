@@ -64,7 +64,9 @@ std::vector<field> read_map(error_sink& sink, const YAML::Node& map, const YAML:
   }
   std::vector<std::pair<std::string, YAML::Mark>> seen;
   for (auto it = map.begin(); it != map.end(); ++it) {
-    const YAML::Node& key = it->first;
+    // Copies: yaml-cpp's iterator hands out a temporary proxy, so a reference to it->first would dangle.
+    const YAML::Node key = it->first;
+    const YAML::Node value = it->second;
     if (!key.IsScalar()) {
       sink.add(key.Mark(), "keys in " + std::string(what) + " must be plain names, got " + describe(key));
       continue;
@@ -90,7 +92,7 @@ std::vector<field> read_map(error_sink& sink, const YAML::Node& map, const YAML:
       sink.add(key.Mark(), message + list_keys(suggest_keys));
       continue;
     }
-    out.push_back(field{name, key.Mark(), it->second});
+    out.push_back(field{name, key.Mark(), value});
   }
   return out;
 }
