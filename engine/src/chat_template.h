@@ -25,6 +25,9 @@ struct chat_format {
 result<chat_format> detect_chat_template(std::string_view jinja, std::string_view override_name);
 
 // bos_text: the BOS token's text when the template starts with it (Llama 3: "<|begin_of_text|>"), else "".
+// The result is meant for tokenizer::encode(text, add_bos = false, parse_special = true): for Llama 3 the BOS
+// is already in the text. ChatML adds f.default_system when the first message is not a system message;
+// Llama 3 trims each message's content (both as the models' own Jinja templates do).
 std::string render_chat(const chat_format& f, std::span<const chat_message> msgs, bool add_generation_prompt,
                         std::string_view bos_text);
 

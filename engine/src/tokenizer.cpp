@@ -78,6 +78,34 @@ class merge_table {
 
 const std::string empty_string;
 
+struct string_hash {  // transparent, so string_view lookups need no temporary std::string
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// BPE working state for one word: symbols in a doubly linked list over the word's bytes, and a min-heap of
+// candidate merges of neighbours ordered by (rank, left position). Reused across the words of one encode().
+struct bpe_symbol {
+  token_id id;  // -1 once merged into its left neighbour (or when the byte has no token)
+  int32_t prev, next;
+};
+struct bpe_candidate {
+  int32_t rank, left, right;
+  token_id left_id, right_id;  // the pair as it was when queued; a mismatch later means it is stale
+  bool operator>(const bpe_candidate& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+};
+struct bpe_scratch {
+  std::vector<bpe_symbol> sym;
+  std::vector<bpe_candidate> heap;
+};
+
 }  // namespace
 
 struct tokenizer::impl {
@@ -87,12 +115,12 @@ struct tokenizer::impl {
   std::vector<std::string> bytes;                     // raw bytes of each token
   std::array<token_id, 256> byte_token{};             // token of each single byte (-1 if absent)
   merge_table merges;
-  std::unordered_map<std::string, token_id> raw_to_id;  // raw bytes -> normal token (ignore_merges)
+  std::unordered_map<std::string, token_id, string_hash, std::equal_to<>> raw_to_id;  // raw bytes -> normal token
   std::vector<token_id> specials;                     // matched with parse_special, longest first
   std::vector<bool> eog;                              // end-of-generation flags per token
 
   void encode_text(std::string_view text, std::vector<token_id>& out) const;
-  void bpe_word(std::string_view word, std::vector<token_id>& out) const;
+  void bpe_word(std::string_view word, bpe_scratch& scratch, std::vector<token_id>& out) const;
 };
 
 result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
@@ -149,8 +177,9 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
           append_utf8(raw, cp);  // not byte-level encoded: keep the character itself
         }
       }
-    } else if (type == type_byte && t.size() == 6 && t.starts_with("<0x") && t.ends_with(">")) {
-      raw.push_back(static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
+    } else if (type == type_byte && t.size() == 6 && t.starts_with("<0x") && t.ends_with(">") &&
+               hex_digit(t[3]) >= 0 && hex_digit(t[4]) >= 0) {
+      raw.push_back(static_cast<char>(hex_digit(t[3]) * 16 + hex_digit(t[4])));
     } else {
       raw = t;  // control / user-defined / unknown / unused tokens are stored verbatim
     }
@@ -204,37 +233,27 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
 tokenizer::tokenizer(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 tokenizer::~tokenizer() = default;
 
-void tokenizer::impl::bpe_word(std::string_view word, std::vector<token_id>& out) const {
+void tokenizer::impl::bpe_word(std::string_view word, bpe_scratch& scratch, std::vector<token_id>& out) const {
   if (word.size() == 1) {
     token_id t = byte_token[static_cast<unsigned char>(word[0])];
     if (t >= 0) out.push_back(t);
     return;
   }
   if (ignore_merges) {
-    auto it = raw_to_id.find(std::string(word));
+    auto it = raw_to_id.find(word);
     if (it != raw_to_id.end()) {
       out.push_back(it->second);
       return;
     }
   }
-  // Symbols start as single bytes in a doubly linked list; candidate merges of neighbours sit in a min-heap
-  // ordered by (rank, left position) and are re-checked when popped (a merge may have made them stale).
-  struct symbol {
-    token_id id;
-    int32_t prev, next;
-  };
-  struct candidate {
-    int32_t rank, left, right;
-    token_id left_id, right_id;
-    bool operator>(const candidate& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
-  };
   const auto n = static_cast<int32_t>(word.size());
-  std::vector<symbol> sym(n);
+  std::vector<bpe_symbol>& sym = scratch.sym;
+  std::vector<bpe_candidate>& heap = scratch.heap;
+  sym.resize(n);
+  heap.clear();
   for (int32_t i = 0; i < n; ++i) {
     sym[i] = {byte_token[static_cast<unsigned char>(word[i])], i - 1, i + 1 < n ? i + 1 : -1};
   }
-  std::vector<candidate> heap;
-  heap.reserve(n);
   auto consider = [&](int32_t l, int32_t r) {
     if (l < 0 || r < 0 || sym[l].id < 0 || sym[r].id < 0) return;
     if (const merge_table::entry* e = merges.find(sym[l].id, sym[r].id)) {
@@ -245,12 +264,12 @@ void tokenizer::impl::bpe_word(std::string_view word, std::vector<token_id>& out
   for (int32_t i = 0; i + 1 < n; ++i) consider(i, i + 1);
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
-    candidate c = heap.back();
+    bpe_candidate c = heap.back();
     heap.pop_back();
-    symbol& l = sym[c.left];
+    bpe_symbol& l = sym[c.left];
     if (l.id != c.left_id || l.next != c.right || sym[c.right].id != c.right_id) continue;  // stale
     l.id = merges.find(c.left_id, c.right_id)->result;
-    symbol& r = sym[c.right];
+    bpe_symbol& r = sym[c.right];
     l.next = r.next;
     if (r.next >= 0) sym[r.next].prev = c.left;
     r.id = -1;
@@ -283,8 +302,9 @@ void tokenizer::impl::encode_text(std::string_view text, std::vector<token_id>& 
   words.reserve(cpts.size() / 3 + 1);
   split_words(pre, cpts, words);
   std::string_view nv(norm);
+  bpe_scratch scratch;
   for (const word_span& w : words) {
-    bpe_word(nv.substr(offsets[w.begin], offsets[w.end] - offsets[w.begin]), out);
+    bpe_word(nv.substr(offsets[w.begin], offsets[w.end] - offsets[w.begin]), scratch, out);
   }
 }
 
