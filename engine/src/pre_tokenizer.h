@@ -20,7 +20,8 @@ enum class pre_kind {
   qwen2,   // as llama3 but \p{N} (one digit per word)
 };
 
-// Maps tokenizer.ggml.pre to a kind; nullopt when unknown. "" and "default" map to gpt2.
+// Maps tokenizer.ggml.pre to a kind (names as llama.cpp knows them); nullopt when unknown. "" and "default"
+// map to gpt2: a sensible default, though not llama.cpp's own fallback chain for files without a pre name.
 std::optional<pre_kind> pre_kind_from_name(std::string_view name);
 
 // A word as a half-open range of code point indices.

@@ -148,9 +148,9 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
 
   auto p = std::make_unique<impl>();
   p->pre = *pre;
-  if (*pre == pre_kind::llama3) {
-    p->ignore_merges = true;
-    d.add_bos = true;  // llama.cpp forces BOS for the Llama 3 family
+  if (d.pre == "llama-bpe" || d.pre == "llama3" || d.pre == "llama-v3") {
+    p->ignore_merges = true;  // as llama.cpp does for the Llama 3 family (not for dbrx/smaug, same regex)
+    d.add_bos = true;         // llama.cpp forces BOS for the Llama 3 family
   }
 
   // Byte-level decoding of each token's stored text.

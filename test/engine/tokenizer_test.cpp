@@ -68,6 +68,17 @@ TEST_CASE("llama-bpe tokenization matches llama.cpp on a tiny vocab", "[tokenize
   CHECK(llama3_tiny().data().add_bos);  // forced for the Llama 3 family, as llama.cpp does
 }
 
+TEST_CASE("qwen2 and gpt-2 pre-tokenizers match llama.cpp on the tiny vocab", "[tokenizer]") {
+  for (const char* pre : {"qwen2", "gpt2"}) {
+    tokenizer_data d = load_tokenizer_data("tokenizer_llama3_tiny.json");
+    d.pre = pre == std::string("gpt2") ? "gpt-2" : pre;
+    auto tok = tokenizer::create(d);
+    REQUIRE(tok.has_value());
+    INFO("pre = " << d.pre);
+    check_golden(**tok, std::string("tokens_") + pre + "_tiny.json");
+  }
+}
+
 TEST_CASE("decode inverts encode for valid UTF-8", "[tokenizer]") {
   for (const token_case& c : load_token_cases("tokens_smollm2.json")) {
     if (c.special || sanitize_utf8(c.text) != c.text) continue;

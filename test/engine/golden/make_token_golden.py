@@ -9,6 +9,8 @@ Writes, next to this script:
   llama3_tiny_vocab.gguf     a tiny vocab-only GGUF (byte-level BPE trained here, tokenizer.ggml.pre=llama-bpe)
   tokenizer_llama3_tiny.json its metadata, in the same format as tokenizer_smollm2.json
   tokens_llama3_tiny.json    llama.cpp's token ids for the corpus under that vocab
+  tokens_{qwen2,gpt2}_tiny.json  the same vocab with tokenizer.ggml.pre = qwen2 / gpt-2 (smaller corpus; the
+                             temporary GGUFs are not kept)
 The C++ tests (test/engine/tokenizer_test.cpp) only read these files; they never run Python.
 """
 import collections
@@ -157,10 +159,10 @@ def metadata(path):
     }
 
 
-def golden(path, special_cases):
+def golden(path, special_cases, n_random=120):
     llm = Llama(model_path=path, vocab_only=True, verbose=False)
     cases = []
-    texts = FIXED + random_strings(120, seed=20261123)
+    texts = FIXED + random_strings(n_random, seed=20261123)
     for t in texts:
         cases.append({"text": t, "special": False, "ids": llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)})
     for t in special_cases:
@@ -211,7 +213,7 @@ def train_bpe(text, n_merges):
     return vocab, merges
 
 
-def write_llama3_tiny(path):
+def write_llama3_tiny(path, pre="llama-bpe"):
     vocab, merges = train_bpe(PROSE + CODE_PY + CODE_CPP + " ".join(FIXED[:60]), 700)
     types = [1] * len(vocab)
     # Whole-word tokens that no merge sequence produces: llama.cpp's Llama 3 path (ignore_merges) emits them
@@ -234,7 +236,7 @@ def write_llama3_tiny(path):
     w.add_head_count_kv(2)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("llama-bpe")
+    w.add_tokenizer_pre(pre)
     w.add_token_list(vocab)
     w.add_token_types(types)
     w.add_token_merges(merges)
@@ -266,6 +268,13 @@ def main():
     write_llama3_tiny(tiny)
     dump(metadata(tiny), "tokenizer_llama3_tiny.json")
     dump(golden(tiny, SPECIAL_LLAMA3), "tokens_llama3_tiny.json")
+    for pre, name in [("qwen2", "qwen2"), ("gpt-2", "gpt2")]:
+        tmp = os.path.join(HERE, f"_tmp_{name}.gguf")
+        write_llama3_tiny(tmp, pre)
+        try:
+            dump(golden(tmp, SPECIAL_LLAMA3[:2], n_random=40), f"tokens_{name}_tiny.json")
+        finally:
+            os.remove(tmp)
 
 
 if __name__ == "__main__":
