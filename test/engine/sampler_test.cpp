@@ -15,6 +15,13 @@ using namespace sluice::engine;
 
 namespace {
 
+// Speed bounds are checked only in optimised builds without sanitizers (they still print their numbers).
+#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__)
+constexpr bool timing_checks_enabled = true;
+#else
+constexpr bool timing_checks_enabled = false;
+#endif
+
 std::vector<float> random_logits(std::size_t n, uint32_t seed) {
   std::mt19937 rng(seed);  // test data only; the sampler itself never uses <random> distributions
   std::vector<float> v(n);
@@ -227,7 +234,9 @@ TEST_CASE("sampling a 49k vocabulary is fast", "[sampler]") {
   full.frequency_penalty = 0.5f;
   double g = time_us(greedy), n = time_us(nucleus), f = time_us(full);
   std::printf("sampler (49152 vocab): greedy %.0f us, temp+top_p %.0f us, all options %.0f us per token\n", g, n, f);
-  CHECK(g < 2000.0);
-  CHECK(n < 20000.0);
-  CHECK(f < 20000.0);
+  if (timing_checks_enabled) {  // bounds far above typical, for a loaded 2-core machine
+    CHECK(g < 2000.0);
+    CHECK(n < 20000.0);
+    CHECK(f < 20000.0);
+  }
 }
