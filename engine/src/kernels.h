@@ -1,0 +1,57 @@
+// CPU compute kernels behind one function table, chosen once at run time: AVX2/FMA/F16C when the CPU has
+// them (kernels_avx2.cpp), else the portable scalar versions (kernels_scalar.cpp), which are also the
+// reference the SIMD ones are tested against. What must not go in here: threading, model structure.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor_types.h"
+
+namespace sluice::engine {
+
+// y[t * ldy + r] (+)= dot(W[r, :], x[t, :]) for rows r in [r0, r1) and tokens t in [0, nt).
+// W: (rows, k) in `type`, row r at w + r * row_bytes, read in place from the model file.
+// Float weights read xf (nt, ldxf floats); quantized ones read xq (nt, ldxq blocks of k / 32).
+struct matmul_args {
+  tensor_type type = tensor_type::f32;
+  const uint8_t* w = nullptr;
+  size_t row_bytes = 0;
+  int k = 0;
+  int r0 = 0, r1 = 0;
+  int nt = 0;
+  const float* xf = nullptr;
+  int ldxf = 0;
+  const block_q8_act* xq = nullptr;
+  int ldxq = 0;
+  float* y = nullptr;
+  int ldy = 0;
+  bool accumulate = false;  // y += (residual connections) instead of y =
+};
+
+inline bool needs_q8_activations(tensor_type t) {
+  return t == tensor_type::q4_0 || t == tensor_type::q4_1 || t == tensor_type::q8_0;
+}
+
+struct kernel_table {
+  const char* name;
+  void (*matmul)(const matmul_args& a);
+  // x: (k) floats -> k / 32 blocks; k % 32 == 0.
+  void (*quantize_q8)(const float* x, block_q8_act* y, int k);
+  // Attention over a KV row of n elements stored as f16 (uint16) or f32.
+  float (*dot_f16)(const float* a, const uint16_t* b, int n);
+  float (*dot_f32)(const float* a, const float* b, int n);
+  void (*axpy_f16)(float alpha, const uint16_t* x, float* y, int n);  // y += alpha * x
+  void (*axpy_f32)(float alpha, const float* x, float* y, int n);
+};
+
+const kernel_table& scalar_kernels();
+const kernel_table* avx2_kernels();  // nullptr when not compiled in
+// The best table the running CPU supports; SLUICE_ENGINE_KERNELS=scalar forces the portable one.
+const kernel_table& cpu_kernels();
+
+// Dequantizes one row of k elements (embedding lookups, norm weights).
+void dequantize_row(tensor_type t, const uint8_t* src, float* dst, int k);
+size_t row_bytes_of(tensor_type t, int k);
+
+}  // namespace sluice::engine

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Writes the tiny random "llama" GGUF files the engine tests load (test/engine/data/tiny-<type>.gguf), one
+per supported tensor type, with the `gguf` package (pip install gguf==0.19.0). Deterministic (fixed seed).
+Each is a 2-layer GQA model (64-dim, 4 heads, 2 KV heads) with a byte-level BPE vocabulary, so llama.cpp
+can load it too. Run from anywhere: python3 test/engine/golden/make_tiny_models.py
+"""
+import os
+import numpy as np
+import gguf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "data")
+Q = gguf.GGMLQuantizationType
+
+N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_LAYER, N_CTX = 64, 4, 2, 192, 2, 256
+HEAD_DIM = N_EMBD // N_HEAD
+
+
+def byte_tokens():
+    # GPT-2's printable mapping of the 256 byte values.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    m = dict(zip(bs, cs))
+    return [chr(m[b]) for b in range(256)]
+
+
+def vocab():
+    toks = byte_tokens()
+    merges = ["Ġ t", "h e", "Ġ a", "i n", "Ġt he", "e r", "o n", "Ġ s"]
+    for mg in merges:
+        toks.append(mg.replace(" ", ""))
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    types = [1] * len(toks) + [3] * len(specials)
+    toks += specials
+    return toks, types, merges
+
+
+def write(qtype, name, tie):
+    rng = np.random.default_rng(1234)
+    toks, types, merges = vocab()
+    n_vocab = len(toks)
+    w = gguf.GGUFWriter(os.path.join(OUT, name), "llama")
+    w.add_name("tiny-" + qtype.name.lower())
+    w.add_block_count(N_LAYER)
+    w.add_context_length(N_CTX)
+    w.add_embedding_length(N_EMBD)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_head_count_kv(N_HEAD_KV)
+    w.add_rope_freq_base(10000.0)
+    w.add_rope_dimension_count(HEAD_DIM)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(int(qtype) if qtype not in (Q.F32, Q.F16, Q.BF16) else {Q.F32: 0, Q.F16: 1, Q.BF16: 32}[qtype])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(n_vocab - 3)
+    w.add_eos_token_id(n_vocab - 1)
+    w.add_add_bos_token(False)
+    w.add_chat_template("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}")
+
+    def mat(rows, cols, scale):
+        return (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+
+    def add(tname, data, qt):
+        if qt == Q.F32:
+            w.add_tensor(tname, data)
+        elif qt == Q.F16:
+            w.add_tensor(tname, data.astype(np.float16))
+        else:
+            qd = gguf.quants.quantize(data, qt)
+            w.add_tensor(tname, qd, raw_shape=qd.shape, raw_dtype=qt)
+
+    def norm():
+        return (1.0 + 0.1 * rng.standard_normal(N_EMBD)).astype(np.float32)
+
+    add("token_embd.weight", mat(n_vocab, N_EMBD, 1.0), qtype)
+    add("output_norm.weight", norm(), Q.F32)
+    if not tie:
+        add("output.weight", mat(n_vocab, N_EMBD, 0.3), qtype)
+    kv = HEAD_DIM * N_HEAD_KV
+    for i in range(N_LAYER):
+        p = f"blk.{i}."
+        add(p + "attn_norm.weight", norm(), Q.F32)
+        add(p + "attn_q.weight", mat(N_EMBD, N_EMBD, 0.4), qtype)
+        add(p + "attn_k.weight", mat(kv, N_EMBD, 0.4), qtype)
+        add(p + "attn_v.weight", mat(kv, N_EMBD, 0.3), qtype)
+        add(p + "attn_output.weight", mat(N_EMBD, N_EMBD, 0.15), qtype)
+        add(p + "ffn_norm.weight", norm(), Q.F32)
+        add(p + "ffn_gate.weight", mat(N_FF, N_EMBD, 0.3), qtype)
+        add(p + "ffn_up.weight", mat(N_FF, N_EMBD, 0.3), qtype)
+        add(p + "ffn_down.weight", mat(N_EMBD, N_FF, 0.1), qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+MODELS = [(Q.F32, "tiny-f32.gguf", False), (Q.F16, "tiny-f16.gguf", True), (Q.BF16, "tiny-bf16.gguf", False),
+          (Q.Q8_0, "tiny-q8_0.gguf", True), (Q.Q4_0, "tiny-q4_0.gguf", False), (Q.Q4_1, "tiny-q4_1.gguf", True)]
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    for qt, name, tie in MODELS:
+        write(qt, name, tie)
+        print("wrote", name, os.path.getsize(os.path.join(OUT, name)), "bytes")
