@@ -23,6 +23,10 @@ struct feature_config {
   uint32_t char_ngram_min = 4;  // character n-grams char_ngram_min..char_ngram_max over lowercased text;
   uint32_t char_ngram_max = 4;  //   0 = no character features (min 2..8 when on, max >= min)
   uint32_t hash_seed = 0x5109cefu;
+  // 1: n-grams are conjoined with the request's format (multiple-choice or free-form, detected from option
+  // lines), and dense features get a format-specific copy too: two tasks share one weight table without
+  // their cues fighting. 0: one shared set of features.
+  uint32_t format_cues = 1;
   friend bool operator==(const feature_config&, const feature_config&) = default;
 };
 
