@@ -52,6 +52,7 @@ struct model_info {
   std::string chat_template; // the template in use: "chatml", "llama3"
   int n_vocab = 0, n_ctx_train = 0, n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_ff = 0;
   int context_tokens = 0;  // what this engine allocates per sequence
+  bool add_bos = false;    // the model expects BOS before a raw (non-chat) prompt: tokenize(text, add_bos)
   uint64_t n_params = 0;
   uint64_t file_bytes = 0;
 };
