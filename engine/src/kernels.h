@@ -47,7 +47,8 @@ struct kernel_table {
 
 const kernel_table& scalar_kernels();
 const kernel_table* avx2_kernels();  // nullptr when not compiled in
-// The best table the running CPU supports; SLUICE_ENGINE_KERNELS=scalar forces the portable one.
+const kernel_table* vnni_kernels();  // AVX512-VNNI (256-bit) variant; nullptr when not compiled in
+// The best table the running CPU supports; SLUICE_ENGINE_KERNELS=scalar|avx2 caps the choice.
 const kernel_table& cpu_kernels();
 
 // Dequantizes one row of k elements (embedding lookups, norm weights).

@@ -55,9 +55,8 @@ float dot_row_q(tensor_type t, const uint8_t* w, const block_q8_act* x, int nb) 
     } else if (t == tensor_type::q4_0) {
       auto* wb = reinterpret_cast<const block_q4_0*>(w) + b;
       for (int i = 0; i < qk / 2; ++i)
-        isum += int(wb->qs[i] & 0xf) * a.qs[i] + int(wb->qs[i] >> 4) * a.qs[i + qk / 2];
-      float dw = fp16_to_f32(wb->d);
-      acc += dw * a.d * float(isum) - 8.0f * dw * a.s;
+        isum += (int(wb->qs[i] & 0xf) - 8) * a.qs[i] + (int(wb->qs[i] >> 4) - 8) * a.qs[i + qk / 2];
+      acc += fp16_to_f32(wb->d) * a.d * float(isum);
     } else {  // q4_1
       auto* wb = reinterpret_cast<const block_q4_1*>(w) + b;
       for (int i = 0; i < qk / 2; ++i)
@@ -112,6 +111,10 @@ const kernel_table& cpu_kernels() {
     if (force && std::strcmp(force, "scalar") == 0) return &scalar_kernels();
 #if defined(__x86_64__)
     __builtin_cpu_init();
+    bool allow_vnni = !(force && std::strcmp(force, "avx2") == 0);
+    if (allow_vnni && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && vnni_kernels())
+      return vnni_kernels();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && avx2_kernels()) return avx2_kernels();
 #endif
     return &scalar_kernels();
