@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include "sluice/policies/policy.h"
@@ -263,17 +264,55 @@ void load_models(error_sink& sink, const field& section, const std::filesystem::
   }
 }
 
+// Records where each document starts; the content is read later with YAML::Load.
+class document_starts final : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// Checks that the text holds at most one document. Not YAML::LoadAll: yaml-cpp 0.7 never consumes a stray ','
+// at the start of a document, so LoadAll appends empty documents until memory runs out (a policy of ",a" took
+// 8 GB here). Walking documents by hand lets us notice a document that makes no progress and stop.
+bool check_single_document(error_sink& sink, const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  document_starts starts;
+  // Three documents are enough to tell "more than one" from "stuck" (a '---' can precede the stuck one).
+  while (starts.marks.size() < 3 && parser.HandleNextDocument(starts)) {
+    const auto& m = starts.marks;
+    if (m.size() >= 2 && m[m.size() - 2].pos == m.back().pos) {
+      const int pos = m.back().pos;
+      const std::string what = pos >= 0 && static_cast<std::size_t>(pos) < text.size()
+                                   ? "'" + std::string(1, text[static_cast<std::size_t>(pos)]) + "'"
+                                   : "token";
+      sink.add(m.back(), "invalid YAML: unexpected " + what + " at the start of a document");
+      return false;
+    }
+  }
+  if (starts.marks.size() > 1) {
+    sink.add(starts.marks[1], "a policy file holds one YAML document; remove the second one (and its '---')");
+    return false;
+  }
+  return true;
+}
+
 load_result load_text(std::string_view yaml, std::string source, const std::filesystem::path& base_dir) {
   error_sink sink(source);
   auto result = std::make_shared<policy>();
   result->source = source;
   try {
-    std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
-    if (documents.size() > 1) {
-      sink.add(documents[1].Mark(), "a policy file holds one YAML document; found " +
-                                        std::to_string(documents.size()) + " (remove the extra '---')");
-    }
-    const YAML::Node root = documents.empty() ? YAML::Node() : documents.front();
+    const std::string text(yaml);
+    if (!check_single_document(sink, text)) return std::move(sink.errors());
+    const YAML::Node root = YAML::Load(text);
     if (root.IsNull() || !root.IsDefined()) {
       sink.add_unplaced("the policy is empty; expected a map with keys: server, models");
     } else {
