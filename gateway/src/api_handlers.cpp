@@ -193,8 +193,9 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
         relayed_raw = true;
         ok = co_await s.sse_send(c->raw);
       } else if (!c->text.empty() || c->finish || first_chunk) {
-        ok = co_await s.sse_send(completions_api ? openai_completion_chunk_json(*c, *req, ids)
-                                                 : openai_chat_chunk_json(*c, *req, ids, first_chunk));
+        std::string json = completions_api ? openai_completion_chunk_json(*c, *req, ids)
+                                           : openai_chat_chunk_json(*c, *req, ids, first_chunk);
+        ok = co_await s.sse_send(json);
         first_chunk = false;
       }
       if (!ok) {

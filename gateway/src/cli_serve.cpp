@@ -31,6 +31,10 @@ void print_errors(const std::vector<policies::load_error>& errors) {
   for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
 }
 
+// A named coroutine taking the session by value: a capturing lambda's captures would die before the
+// coroutine body runs.
+asio::awaitable<void> run_session(std::shared_ptr<http_session> session) { co_await session->run(); }
+
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, server_state& state) {
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(acceptor.get_executor()),
@@ -46,8 +50,14 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, server_state& state) 
     socket.set_option(tcp::no_delay(true), nec);
     auto executor = socket.get_executor();  // the connection's strand
     auto session = std::make_shared<http_session>(boost::beast::tcp_stream(std::move(socket)), state);
-    auto run_session = [session]() -> asio::awaitable<void> { co_await session->run(); };
-    asio::co_spawn(executor, run_session(), asio::detached);
+    asio::co_spawn(executor, run_session(std::move(session)), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        std::fprintf(stderr, "sluice: internal error in a connection: %s\n", ex.what());
+      }
+    });
   }
 }
 

@@ -161,6 +161,9 @@ awaitable<void> http_session::run() {
     auto [hec, hn] = co_await http::async_read_header(stream_, buffer_, parser, tok);
     if (hec) {
       if (hec == http::error::header_limit) co_await reply_and_close(431, "Request header fields too large.");
+      else if (hec == http::error::body_limit)  // Beast checks Content-Length against the limit with the head
+        co_await reply_and_close(413, "Request body is larger than the limit of " +
+                                          std::to_string(cfg.max_body_bytes) + " bytes.");
       else if (hec != beast::error::timeout && hec != http::error::end_of_stream && hec != asio::error::eof)
         co_await reply_and_close(400, "Malformed HTTP request.");
       break;

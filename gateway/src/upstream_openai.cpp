@@ -45,6 +45,26 @@ struct connection {
   beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
 };
 
+// One HTTP operation on whichever stream the connection has. (Not a `?:` between two co_await-able calls:
+// g++ 12 evaluates both operands of such a conditional inside coroutines.)
+using io_result = std::tuple<beast::error_code, size_t>;
+
+awaitable<io_result> write_on(connection& c, http::request<http::string_body>& r) {
+  if (c.tls) co_return co_await http::async_write(*c.tls, r, tok);
+  co_return co_await http::async_write(*c.plain, r, tok);
+}
+
+awaitable<io_result> read_header_on(connection& c, http::response_parser<http::buffer_body>& p) {
+  if (c.tls) co_return co_await http::async_read_header(*c.tls, c.buffer, p, tok);
+  co_return co_await http::async_read_header(*c.plain, c.buffer, p, tok);
+}
+
+// Reads whatever body bytes are available now (a stream must not wait for a full buffer).
+awaitable<io_result> read_some_on(connection& c, http::response_parser<http::buffer_body>& p) {
+  if (c.tls) co_return co_await http::async_read_some(*c.tls, c.buffer, p, tok);
+  co_return co_await http::async_read_some(*c.plain, c.buffer, p, tok);
+}
+
 // The upstream's error.message, if its body has one (used only for 4xx that are the request's fault).
 std::string upstream_error_message(std::string_view body) {
   thread_local simdjson::dom::parser parser;
@@ -224,15 +244,13 @@ awaitable<void> upstream_call::run() {
       }
     }
     conn_->lowest().expires_at(deadline);
-    auto [wec, wn] = co_await (conn_->tls ? http::async_write(*conn_->tls, hreq, tok)
-                                          : http::async_write(*conn_->plain, hreq, tok));
+    auto [wec, wn] = co_await write_on(*conn_, hreq);
     http::response_parser<http::buffer_body> parser;
     beast::error_code rec = wec;
     if (!wec) {
       parser.body_limit(boost::none);
-      std::tie(rec, std::ignore) =
-          co_await (conn_->tls ? http::async_read_header(*conn_->tls, conn_->buffer, parser, tok)
-                               : http::async_read_header(*conn_->plain, conn_->buffer, parser, tok));
+      auto [hec, hn] = co_await read_header_on(*conn_, parser);
+      rec = hec;
     }
     if (rec) {
       conn_.reset();
@@ -276,8 +294,7 @@ awaitable<void> upstream_call::read_whole(http::response_parser<http::buffer_bod
     parser.get().body().data = buf;
     parser.get().body().size = sizeof buf;
     conn_->lowest().expires_at(deadline);
-    auto [ec, n] = co_await (conn_->tls ? http::async_read(*conn_->tls, conn_->buffer, parser, tok)
-                                        : http::async_read(*conn_->plain, conn_->buffer, parser, tok));
+    auto [ec, n] = co_await read_some_on(*conn_, parser);
     if (ec == http::error::need_buffer) ec = {};
     acc_.raw.append(buf, sizeof buf - parser.get().body().size);
     if (ec) {
@@ -345,8 +362,7 @@ awaitable<void> upstream_call::read_stream(http::response_parser<http::buffer_bo
     parser.get().body().data = buf;
     parser.get().body().size = sizeof buf;
     conn_->lowest().expires_after(timeout);  // a stall longer than the timeout ends the stream
-    auto [ec, n] = co_await (conn_->tls ? http::async_read(*conn_->tls, conn_->buffer, parser, tok)
-                                        : http::async_read(*conn_->plain, conn_->buffer, parser, tok));
+    auto [ec, n] = co_await read_some_on(*conn_, parser);
     if (ec == http::error::need_buffer) ec = {};
     pending.append(buf, sizeof buf - parser.get().body().size);
     // Events end at a blank line ("\n\n" or "\r\n\r\n").

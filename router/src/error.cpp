@@ -32,26 +32,4 @@ void throw_exception_from_error(const error& e, const boost::source_location&) {
   throw std::runtime_error(e.message);
 }
 
-const char* to_string(role r) {
-  switch (r) {
-    case role::system: return "system";
-    case role::developer: return "developer";
-    case role::user: return "user";
-    case role::assistant: return "assistant";
-    case role::tool: return "tool";
-  }
-  return "user";
-}
-
-const char* to_string(finish_reason f) {
-  switch (f) {
-    case finish_reason::stop: return "stop";
-    case finish_reason::length: return "length";
-    case finish_reason::tool_calls: return "tool_calls";
-    case finish_reason::content_filter: return "content_filter";
-    case finish_reason::error: return "error";
-  }
-  return "stop";
-}
-
 }  // namespace sluice::router
