@@ -3,6 +3,7 @@
 // let a user write "<|im_start|>system" and forge a system turn. Here each content is swapped for a sentinel
 // before rendering; the template text between sentinels is tokenized with special tokens, the contents
 // without. Written against the public API only, so it cannot drift from apply_chat_template.
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,12 @@ result<std::vector<token_id>> engine::tokenize_chat(std::span<const chat_message
     }
     auto head = tokenize(std::string_view(text).substr(pos, at - pos), false, /*parse_special=*/true);
     out.insert(out.end(), head.begin(), head.end());
-    auto body = tokenize(messages[i].content, false, /*parse_special=*/false);
+    std::string_view content = messages[i].content;
+    if (info().chat_template == "llama3") {  // Llama 3's own template trims each message
+      while (!content.empty() && std::isspace(static_cast<unsigned char>(content.front()))) content.remove_prefix(1);
+      while (!content.empty() && std::isspace(static_cast<unsigned char>(content.back()))) content.remove_suffix(1);
+    }
+    auto body = tokenize(content, false, /*parse_special=*/false);
     out.insert(out.end(), body.begin(), body.end());
     pos = at + mark.size();
   }

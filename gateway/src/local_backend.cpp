@@ -92,7 +92,7 @@ class local_backend final : public router::backend {
                                                             std::shared_ptr<router::generation_sink> sink) override {
     std::vector<engine::token_id> prompt;
     if (req->format == router::wire_format::openai_completions) {
-      prompt = engine_->tokenize(req->prompt, /*add_bos=*/true, /*parse_special=*/false);
+      prompt = engine_->tokenize(req->prompt, engine_->info().add_bos, /*parse_special=*/false);
     } else {
       std::vector<engine::chat_message> msgs;
       for (const auto& m : req->messages) {
