@@ -129,8 +129,12 @@ int run_serve(int argc, char** argv) {
   auto policy = std::const_pointer_cast<policies::policy>(*loaded);
   if (port) policy->server.port = static_cast<uint16_t>(*port);
   if (!listen.empty()) policy->server.listen_address = listen;
-  for (const auto& m : policies::missing_api_keys(*policy)) {
-    std::fprintf(stderr, "sluice: warning: %s\n", m.c_str());
+  for (const auto& name : policies::missing_api_keys(*policy)) {
+    const auto* m = policy->find_model(name);
+    std::fprintf(stderr,
+                 "sluice: warning: model '%s': environment variable %s is not set; its upstream will reject "
+                 "requests (clients get 502)\n",
+                 name.c_str(), m ? m->api_key_env.c_str() : "?");
   }
 
   const int threads = policy->server.threads > 0 ? policy->server.threads
