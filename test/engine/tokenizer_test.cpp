@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "model_loader.h"
 #include "tokenizer_golden.h"
 #include "unicode.h"
 
@@ -166,11 +167,25 @@ TEST_CASE("encode is fast on a few KB of mixed text", "[tokenizer]") {
   if (timing_checks_enabled) CHECK(us_per_kb < 1000.0);  // generous bound; typical is 50-150 us/KB
 }
 
-TEST_CASE("tokenizer from the real SmolLM2 GGUF", "[tokenizer][model]") {
+TEST_CASE("tokenizer from the real SmolLM2 GGUF matches the dump and the goldens", "[tokenizer][model]") {
   const std::string path = std::string(SLUICE_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!std::filesystem::exists(path)) {
-    WARN("skipped: " << path << " not present (run scripts/setup.sh)");
+    WARN("skipped: " << path << " not present (scripts/setup.sh downloads it)");
     return;
   }
-  SUCCEED("model present; GGUF-reader based check added once the reader lands");
+  auto lm = load_model_file(path);
+  REQUIRE(lm.has_value());
+  const tokenizer_data dump = load_tokenizer_data("tokenizer_smollm2.json");
+  const tokenizer_data& d = lm->tok;
+  CHECK(d.model == dump.model);
+  CHECK(d.pre == dump.pre);
+  CHECK(d.tokens == dump.tokens);
+  CHECK(d.token_types == dump.token_types);
+  CHECK(d.merges == dump.merges);
+  CHECK(d.bos_id == dump.bos_id);
+  CHECK(d.eos_id == dump.eos_id);
+  CHECK(d.chat_template == dump.chat_template);
+  auto tok = tokenizer::create(lm->tok);
+  REQUIRE(tok.has_value());
+  check_golden(**tok, "tokens_smollm2.json");
 }
