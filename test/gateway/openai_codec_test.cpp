@@ -1,0 +1,195 @@
+// OpenAI codec: request validation (everything malformed is a 400 naming the field), body rewriting for the
+// upstream, and the serialisers' shapes.
+#include <catch2/catch.hpp>
+
+#include <simdjson.h>
+
+#include "openai_codec.h"
+
+using namespace sluice;
+using namespace sluice::gateway;
+
+namespace {
+
+router::result<router::chat_request> chat(const std::string& body) { return parse_openai_chat_request(body); }
+
+std::string error_param(const std::string& body) {
+  auto r = chat(body);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().code == router::errc::bad_request);
+  return r.error().param;
+}
+
+bool valid_json(const std::string& s) {
+  simdjson::dom::parser p;
+  simdjson::dom::element e;
+  return p.parse(s).get(e) == simdjson::SUCCESS;
+}
+
+}  // namespace
+
+TEST_CASE("a full chat request becomes the internal model", "[openai]") {
+  auto r = chat(R"({"model":"m","messages":[{"role":"system","content":"be brief"},
+      {"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]}],
+      "temperature":0.5,"top_p":0.9,"max_tokens":12,"stop":["x","y"],"stream":true,
+      "stream_options":{"include_usage":true},"logprobs":true,"top_logprobs":3,"seed":7,
+      "response_format":{"type":"json_object"},"tools":[{"type":"function"}],"frequency_penalty":0.5})");
+  REQUIRE(r.has_value());
+  CHECK(r->model == "m");
+  REQUIRE(r->messages.size() == 2);
+  CHECK(r->messages[0].role_ == router::role::system);
+  CHECK(r->messages[1].content == "ab");
+  CHECK(r->messages[1].parts_non_text == 1);
+  CHECK(*r->sampling.temperature == 0.5);
+  CHECK(*r->max_output_tokens == 12);
+  CHECK(r->stop == std::vector<std::string>{"x", "y"});
+  CHECK(r->stream);
+  CHECK(r->include_usage);
+  CHECK(r->logprobs);
+  CHECK(r->top_logprobs == 3);
+  CHECK(*r->sampling.seed == 7);
+  CHECK(r->sampling.frequency_penalty == 0.5);
+  CHECK(r->response_format_ == router::response_format::json_object);
+  CHECK(r->has_tools);
+  CHECK_FALSE(r->raw_body.empty());
+}
+
+TEST_CASE("malformed requests name the offending field", "[openai]") {
+  CHECK(error_param(R"({"model":"a","messages":[1,2,})") == "");  // invalid JSON
+  CHECK(error_param(R"([1])") == "");
+  CHECK(error_param(R"({"messages":[]})") == "model");
+  CHECK(error_param(R"({"model":1,"messages":[]})") == "model");
+  CHECK(error_param(R"({"model":"a"})") == "messages");
+  CHECK(error_param(R"({"model":"a","messages":{}})") == "messages");
+  CHECK(error_param(R"({"model":"a","messages":[]})") == "messages");
+  CHECK(error_param(R"({"model":"a","messages":[{"content":"x"}]})") == "messages[0].role");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"wizard","content":"x"}]})") == "messages[0].role");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user"}]})") == "messages[0].content");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","content":3}]})") == "messages[0].content");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","content":"x"}],"temperature":"hot"})") ==
+        "temperature");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","content":"x"}],"temperature":3})") ==
+        "temperature");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","content":"x"}],"max_tokens":1.5})") ==
+        "max_tokens");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","content":"x"}],"stream":"yes"})") == "stream");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","content":"x"}],"stop":[1]})") == "stop");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","content":"x"}],"top_logprobs":2})") ==
+        "top_logprobs");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","content":"x"}],"stream_options":{}})") ==
+        "stream_options");
+}
+
+TEST_CASE("duplicate keys the gateway acts on are rejected", "[openai]") {
+  CHECK(error_param(R"({"model":"a","model":"b","messages":[{"role":"user","content":"x"}]})") == "model");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","role":"system","content":"x"}]})") == "role");
+}
+
+TEST_CASE("null means absent for optional fields", "[openai]") {
+  auto r = chat(R"({"model":"a","messages":[{"role":"assistant","content":null,"tool_calls":[]},{"role":"user","content":"x"}],
+                    "temperature":null,"max_tokens":null,"stop":null,"stream_options":null})");
+  REQUIRE(r.has_value());
+  CHECK_FALSE(r->sampling.temperature.has_value());
+  CHECK_FALSE(r->max_output_tokens.has_value());
+}
+
+TEST_CASE("the upstream body keeps every byte but the model", "[openai]") {
+  auto r = chat(R"({ "model" : "client-name", "messages":[{"role":"user","content":"model"}], "x_unknown": [1, {"a":2}] })");
+  REQUIRE(r.has_value());
+  const std::string out = make_openai_upstream_body(*r, "upstream-name", true);
+  CHECK(out == R"({ "model" : "upstream-name", "messages":[{"role":"user","content":"model"}], "x_unknown": [1, {"a":2}] })");
+}
+
+TEST_CASE("streams always ask the upstream for usage", "[openai]") {
+  SECTION("no stream_options") {
+    auto r = chat(R"({"model":"a","messages":[{"role":"user","content":"x"}],"stream":true})");
+    REQUIRE(r.has_value());
+    const std::string out = make_openai_upstream_body(*r, "u", true);
+    CHECK(valid_json(out));
+    CHECK(out.find(R"("stream_options":{"include_usage":true})") != std::string::npos);
+  }
+  SECTION("stream_options without usage keeps the client's other options") {
+    auto r = chat(R"({"model":"a","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_obfuscation":false}})");
+    REQUIRE(r.has_value());
+    const std::string out = make_openai_upstream_body(*r, "u", true);
+    CHECK(valid_json(out));
+    CHECK(out.find(R"({"include_usage":true,"include_obfuscation":false})") != std::string::npos);
+  }
+  SECTION("the client asked already: unchanged") {
+    auto r = chat(R"({"model":"a","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}})");
+    REQUIRE(r.has_value());
+    CHECK(make_openai_upstream_body(*r, "a", true) == r->raw_body);
+  }
+  SECTION("non-streaming: unchanged") {
+    auto r = chat(R"({"model":"a","messages":[{"role":"user","content":"x"}]})");
+    REQUIRE(r.has_value());
+    CHECK(make_openai_upstream_body(*r, "a", true) == r->raw_body);
+  }
+}
+
+TEST_CASE("legacy completions take a string prompt", "[openai]") {
+  auto r = parse_openai_completion_request(R"({"model":"a","prompt":"once upon","max_tokens":3,"logprobs":2})");
+  REQUIRE(r.has_value());
+  CHECK(r->prompt == "once upon");
+  CHECK(r->format == router::wire_format::openai_completions);
+  CHECK(r->top_logprobs == 2);
+  auto bad = parse_openai_completion_request(R"({"model":"a","prompt":[1,2,3]})");
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error().param == "prompt");
+}
+
+TEST_CASE("upstream answers are read for usage and text", "[openai]") {
+  router::completion c;
+  REQUIRE(parse_openai_chat_response(
+      R"({"id":"x","model":"gpt","choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"length"}],
+          "usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}})",
+      c));
+  CHECK(c.text == "hi");
+  CHECK(c.model == "gpt");
+  CHECK(c.finish == router::finish_reason::length);
+  CHECK(c.usage_.tokens_input == 10);
+  CHECK(c.usage_.tokens_cache_read == 4);
+  CHECK(c.usage_.tokens_output == 2);
+  router::completion bad;
+  CHECK_FALSE(parse_openai_chat_response("{not json", bad));
+  CHECK_FALSE(parse_openai_chat_response(R"({"object":"x"})", bad));
+
+  router::chunk ch;
+  bool usage_only = false;
+  REQUIRE(parse_openai_chat_chunk(R"({"choices":[{"delta":{"content":"a"},"finish_reason":null}],"usage":null})", ch,
+                                  usage_only));
+  CHECK(ch.text == "a");
+  CHECK_FALSE(usage_only);
+  router::chunk u;
+  REQUIRE(parse_openai_chat_chunk(R"({"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}})", u, usage_only));
+  CHECK(usage_only);
+  CHECK(u.usage_->tokens_input == 3);
+}
+
+TEST_CASE("errors and responses are valid JSON in OpenAI's shape", "[openai]") {
+  const std::string e = openai_error_body({router::errc::unknown_model, "no \"such\" model\n", "model"});
+  CHECK(valid_json(e));
+  CHECK(e.find(R"("code":"model_not_found")") != std::string::npos);
+  CHECK(e.find(R"("param":"model")") != std::string::npos);
+
+  auto req = chat(R"({"model":"a","messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":1})");
+  REQUIRE(req.has_value());
+  router::completion c;
+  c.text = "caf\xc3\xa9 \x01";
+  c.logprobs.push_back({"caf", -0.5, {{"caf", -0.5}}});
+  c.usage_ = {5, 1, 0, 2};
+  response_ids ids{"chatcmpl-1", 1, "a"};
+  const std::string body = openai_chat_response(c, *req, ids);
+  CHECK(valid_json(body));
+  CHECK(body.find(R"("prompt_tokens":5)") != std::string::npos);
+  CHECK(body.find(R"("cached_tokens":1)") != std::string::npos);
+  router::chunk first;
+  first.text = "x";
+  CHECK(valid_json(openai_chat_chunk_json(first, *req, ids, true)));
+  router::chunk last;
+  last.finish = router::finish_reason::stop;
+  const std::string fin = openai_chat_chunk_json(last, *req, ids, false);
+  CHECK(valid_json(fin));
+  CHECK(fin.find(R"("delta":{})") != std::string::npos);
+  CHECK(valid_json(openai_usage_chunk_json(c.usage_, ids, false)));
+}
