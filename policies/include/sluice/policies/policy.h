@@ -86,6 +86,9 @@ struct load_error {
 
 using load_result = boost::system::result<std::shared_ptr<const policy>, std::vector<load_error>>;
 
+// Both return the validated policy or every error found (never throw; see docs/policy.md for the schema).
+// Relative gguf paths resolve against the policy file's folder; for load_policy_string, against the folder of
+// `source_name` when it names a file, else (names like "<string>") they stay relative to the working directory.
 load_result load_policy_file(const std::string& path);
 load_result load_policy_string(std::string_view yaml, std::string_view source_name = "<string>");
 
