@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <random>
+#include <thread>
 
 #include "model_loader.h"
 #include "tokenizer_golden.h"
@@ -92,6 +94,53 @@ TEST_CASE("decode inverts encode for valid UTF-8", "[tokenizer]") {
     if (c.special || sanitize_utf8(c.text) != c.text) continue;
     CHECK(smollm2().decode(smollm2().encode(c.text, false, false)) == c.text);
   }
+}
+
+TEST_CASE("random bytes: encode never fails and decode gives back the leniently decoded text", "[tokenizer]") {
+  std::mt19937 rng(99);
+  const tokenizer& tok = smollm2();
+  std::vector<bool> has_byte_token(256, false);
+  for (token_id id = 0; id < tok.n_vocab(); ++id) {
+    if (!tok.is_control(id) && tok.token_bytes(id).size() == 1) {
+      has_byte_token[static_cast<unsigned char>(tok.token_bytes(id)[0])] = true;
+    }
+  }
+  for (int iter = 0; iter < 300; ++iter) {
+    std::string text(rng() % 64, '\0');
+    for (char& c : text) c = static_cast<char>(rng() % 256);
+    std::string lenient;  // what the tokenizer sees: malformed bytes become U+FFFD
+    for (std::size_t pos = 0; pos < text.size();) append_utf8(lenient, decode_utf8(text, pos));
+    // SmolLM2's vocabulary lacks a few bytes (0x14, 0x1d, 0xf1, ...); like llama.cpp, BPE drops them.
+    std::erase_if(lenient, [&](char c) { return !has_byte_token[static_cast<unsigned char>(c)]; });
+    std::vector<token_id> ids = tok.encode(text, false, iter % 2 == 0);
+    for (token_id id : ids) REQUIRE((id >= 0 && id < tok.n_vocab()));
+    CHECK(tok.decode(ids) == lenient);
+  }
+}
+
+TEST_CASE("encode is thread-safe", "[tokenizer]") {
+  const tokenizer& tok = smollm2();
+  std::vector<token_case> cases = load_token_cases("tokens_smollm2.json");
+  std::vector<int> bad(2, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 3; ++rep) {
+        for (const token_case& c : cases) bad[t] += tok.encode(c.text, false, c.special) != c.ids;
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  CHECK(bad == std::vector<int>{0, 0});
+}
+
+TEST_CASE("SmolLM2 has a token for every byte except a few control characters", "[tokenizer]") {
+  int missing = 0;
+  for (int b = 0; b < 256; ++b) {
+    if (smollm2().encode(std::string(1, static_cast<char>(b)), false, false).empty()) ++missing;
+  }
+  CHECK(missing == 6);  // 0x04 0x06 0x13 0x14 0x16 0x1d (the others lack only invalid-UTF-8 lead bytes)
+  CHECK(smollm2().encode("\x14", false, false).empty());
 }
 
 TEST_CASE("special tokens come only from parse_special", "[tokenizer]") {
