@@ -103,8 +103,22 @@ awaitable<void> drain(event_queue& q) {
   }
 }
 
+// Counts a request in sluice_requests_in_flight for as long as it lives.
+struct in_flight {
+  gauge* g;
+  explicit in_flight(gateway_metrics* m) : g(m ? &m->requests_in_flight : nullptr) {
+    if (g) g->inc();
+  }
+  ~in_flight() {
+    if (g) g->dec();
+  }
+  in_flight(const in_flight&) = delete;
+  in_flight& operator=(const in_flight&) = delete;
+};
+
 awaitable<bool> serve_completion(http_session& s, router::result<router::chat_request> parsed, clock::time_point t0) {
   auto& state = s.state();
+  const in_flight counted(state.metrics);
   if (!parsed) {
     record(s, "", router::info(parsed.error().code).http_status, nullptr, t0, std::nullopt);
     co_return co_await send_error(s, parsed.error());

@@ -166,8 +166,7 @@ int run_serve(int argc, char** argv) {
     }
   }
 
-  std::vector<std::string> names;
-  for (const auto& m : policy->models) names.push_back(m.name);
+  const std::vector<std::string> names = policy->model_names();
   gateway_metrics metrics(names);
   server_state state;
   state.policy = policy;

@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "http_url.h"
 #include "openai_codec.h"
 
 namespace sluice::gateway {
@@ -63,6 +62,13 @@ awaitable<io_result> read_header_on(connection& c, http::response_parser<http::b
 awaitable<io_result> read_some_on(connection& c, http::response_parser<http::buffer_body>& p) {
   if (c.tls) co_return co_await http::async_read_some(*c.tls, c.buffer, p, tok);
   co_return co_await http::async_read_some(*c.plain, c.buffer, p, tok);
+}
+
+// Host header value: host[:port], with brackets for IPv6 and the port only when not the scheme's default.
+std::string host_header(const policies::endpoint& e) {
+  std::string h = e.host.find(':') != std::string::npos ? "[" + e.host + "]" : e.host;
+  if (e.port != (e.tls ? 443 : 80)) h += ":" + std::to_string(e.port);
+  return h;
 }
 
 // The upstream's error.message, if its body has one (used only for 4xx that are the request's fault).
@@ -138,11 +144,19 @@ class upstream_call final : public router::generation, public std::enable_shared
 
 class openai_backend final : public router::backend, public std::enable_shared_from_this<openai_backend> {
  public:
-  openai_backend(asio::io_context& ioc, http_url url, std::string api_key, upstream_options opts)
+  openai_backend(asio::io_context& ioc, policies::endpoint url, std::string api_key, upstream_options opts)
       : ioc_(ioc), url_(std::move(url)), api_key_(std::move(api_key)), opts_(opts),
         ssl_ctx_(ssl::context::tls_client) {
     ssl_ctx_.set_default_verify_paths();
     ssl_ctx_.set_verify_mode(ssl::verify_peer);
+  }
+
+  // Trusts the CA certificates in `pem_file` too (private CAs, test servers).
+  router::result<void> add_ca_file(const std::string& pem_file) {
+    boost::system::error_code ec;
+    ssl_ctx_.load_verify_file(pem_file, ec);
+    if (ec) return error{errc::internal, "cannot load tls_ca_file '" + pem_file + "': " + ec.message()};
+    return {};
   }
 
   router::result<std::shared_ptr<router::generation>> start(std::shared_ptr<const router::chat_request> req,
@@ -168,7 +182,7 @@ class openai_backend final : public router::backend, public std::enable_shared_f
   }
 
   asio::io_context& ioc_;
-  http_url url_;
+  policies::endpoint url_;
   std::string api_key_;
   upstream_options opts_;
   ssl::context ssl_ctx_;
@@ -186,9 +200,9 @@ void upstream_call::finish(router::result<router::completion> r) {
 }
 
 awaitable<beast::error_code> upstream_call::connect(clock::time_point deadline) {
-  const http_url& url = backend_->url_;
+  const policies::endpoint& url = backend_->url_;
   tcp::resolver resolver(strand_);
-  auto [rec, endpoints] = co_await resolver.async_resolve(url.host, url.port, tok);
+  auto [rec, endpoints] = co_await resolver.async_resolve(url.host, std::to_string(url.port), tok);
   if (rec) co_return rec;
   auto c = std::make_unique<connection>();
   if (url.tls) {
@@ -214,12 +228,12 @@ awaitable<beast::error_code> upstream_call::connect(clock::time_point deadline) 
 
 awaitable<void> upstream_call::run() {
   auto self = shared_from_this();  // keeps the call alive across suspensions
-  const http_url& url = backend_->url_;
+  const policies::endpoint& url = backend_->url_;
   const auto timeout = backend_->opts_.timeout;
   const auto deadline = clock::now() + timeout;
 
-  http::request<http::string_body> hreq{http::verb::post, url.path + "/chat/completions", 11};
-  hreq.set(http::field::host, url.host_header());
+  http::request<http::string_body> hreq{http::verb::post, url.base_path + "/chat/completions", 11};
+  hreq.set(http::field::host, host_header(url));
   hreq.set(http::field::user_agent, "sluice/" SLUICE_VERSION);
   hreq.set(http::field::content_type, "application/json");
   hreq.set(http::field::accept, req_->stream ? "text/event-stream" : "application/json");
@@ -405,9 +419,8 @@ awaitable<void> upstream_call::read_stream(http::response_parser<http::buffer_bo
 router::result<std::shared_ptr<router::backend>> make_openai_backend(asio::io_context& ioc,
                                                                      const policies::model_config& model,
                                                                      const upstream_options& opts) {
-  auto url = parse_http_url(model.base_url);
-  if (!url) {
-    return error{errc::internal, "model '" + model.name + "': base_url '" + model.base_url + "' is not an http(s) URL"};
+  if (model.upstream.host.empty()) {
+    return error{errc::internal, "model '" + model.name + "' has no upstream base_url"};
   }
   std::string key;
   if (!model.api_key_env.empty()) {
@@ -415,7 +428,11 @@ router::result<std::shared_ptr<router::backend>> make_openai_backend(asio::io_co
   }
   upstream_options o = opts;
   if (model.timeout.count() > 0) o.timeout = model.timeout;
-  return std::shared_ptr<router::backend>(std::make_shared<openai_backend>(ioc, std::move(*url), std::move(key), o));
+  auto backend = std::make_shared<openai_backend>(ioc, model.upstream, std::move(key), o);
+  if (!model.tls_ca_file.empty()) {
+    if (auto r = backend->add_ca_file(model.tls_ca_file); !r) return r.error();
+  }
+  return std::shared_ptr<router::backend>(std::move(backend));
 }
 
 }  // namespace sluice::gateway

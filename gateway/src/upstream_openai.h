@@ -18,7 +18,7 @@ struct upstream_options {
 };
 
 // Creates the backend for one policy model (kind openai). The API key is read from the model's
-// api_key_env now, once; it is never logged. Returns an error message for an unusable base_url.
+// api_key_env now, once; it is never logged.
 router::result<std::shared_ptr<router::backend>> make_openai_backend(boost::asio::io_context& ioc,
                                                                      const policies::model_config& model,
                                                                      const upstream_options& opts);

@@ -31,12 +31,12 @@ constexpr std::string_view server_keys[] = {"listen",          "port",          
                                             "max_body_bytes",  "header_timeout_ms", "body_timeout_ms",
                                             "idle_timeout_ms", "request_timeout_ms", "max_connections"};
 constexpr std::string_view remote_model_keys[] = {"kind", "base_url", "model", "api_key_env", "timeout_ms",
-                                                  "cost_per_mtok"};
+                                                  "cost_per_mtok", "tls_ca_file"};
 constexpr std::string_view local_model_keys[] = {"kind",    "gguf",           "chat_template", "threads",
                                                  "context_tokens", "max_sequences", "timeout_ms",   "cost_per_mtok"};
 constexpr std::string_view all_model_keys[] = {"kind",          "base_url", "model",          "api_key_env",
                                                "timeout_ms",    "cost_per_mtok", "gguf",       "chat_template",
-                                               "threads",       "context_tokens", "max_sequences"};
+                                               "threads",       "context_tokens", "max_sequences", "tls_ca_file"};
 // Keys people reach for when pasting a credential. They get a message pointing at api_key_env instead of
 // "unknown key", and their values are never echoed.
 constexpr std::string_view secret_keys[] = {"api_key", "apikey", "key",      "secret",       "token",
@@ -200,6 +200,10 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
         continue;
       }
       m.api_key_env = *s;
+    } else if (f.key == "tls_ca_file") {
+      auto s = detail::read_string(sink, f);
+      if (s && s->empty()) sink.add(f.value_mark(), "'tls_ca_file' must be a path to a PEM file of CA certificates");
+      else if (s) m.tls_ca_file = resolve_path(*s, base_dir);
     } else if (f.key == "timeout_ms") {
       if (auto v = read_ms(sink, f, 0)) m.timeout = *v;
     } else if (f.key == "cost_per_mtok") {

@@ -357,11 +357,17 @@ class FakeUpstream:
         return keep_alive
 
 
-async def main_async(host, port):
+async def main_async(host, port, tls_cert=None, tls_key=None):
     fake = FakeUpstream()
-    server = await asyncio.start_server(fake.handle_connection, host, port, reuse_address=True)
+    ctx = None
+    if tls_cert:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls_cert, tls_key)
+    server = await asyncio.start_server(fake.handle_connection, host, port, reuse_address=True, ssl=ctx)
     bound = server.sockets[0].getsockname()
-    print(f"fake_openai: listening on http://{bound[0]}:{bound[1]}", flush=True)
+    scheme = "https" if ctx else "http"
+    print(f"fake_openai: listening on {scheme}://{bound[0]}:{bound[1]}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -374,8 +380,10 @@ def main():
     ap = argparse.ArgumentParser(description="scripted fake OpenAI-compatible upstream")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain")
+    ap.add_argument("--tls-key", help="the certificate's PEM private key")
     args = ap.parse_args()
-    asyncio.run(main_async(args.host, args.port))
+    asyncio.run(main_async(args.host, args.port, args.tls_cert, args.tls_key))
     return 0
 
 

@@ -1,7 +1,6 @@
 // JSON helpers: escaping (including invalid UTF-8) and the top-level member scanner used for rewriting.
 #include <catch2/catch.hpp>
 
-#include "http_url.h"
 #include "json_util.h"
 
 using namespace sluice::gateway;
@@ -40,22 +39,3 @@ TEST_CASE("the scanner finds top-level members with escaped keys and nested valu
   CHECK_FALSE(scan_top_level_members(R"({"a":)", m));
 }
 
-TEST_CASE("upstream URLs are parsed strictly", "[url]") {
-  auto u = parse_http_url("https://api.openai.com/v1/");
-  REQUIRE(u);
-  CHECK(u->tls);
-  CHECK(u->host == "api.openai.com");
-  CHECK(u->port == "443");
-  CHECK(u->path == "/v1");
-  CHECK(u->host_header() == "api.openai.com");
-  auto v = parse_http_url("http://[::1]:8080");
-  REQUIRE(v);
-  CHECK(v->host == "::1");
-  CHECK(v->host_header() == "[::1]:8080");
-  CHECK(v->path.empty());
-  CHECK_FALSE(parse_http_url("ftp://x"));
-  CHECK_FALSE(parse_http_url("http://user:pw@host/"));
-  CHECK_FALSE(parse_http_url("http://host:99999/"));
-  CHECK_FALSE(parse_http_url("http://host/v1?x=1"));
-  CHECK_FALSE(parse_http_url("http:///v1"));
-}

@@ -58,6 +58,7 @@ struct model_config {
   model_kind kind = model_kind::openai;
   std::string base_url;        // e.g. https://api.openai.com/v1 (remote kinds)
   endpoint upstream;           // base_url, parsed (remote kinds)
+  std::string tls_ca_file;     // extra CA certificates (PEM) trusted for an https base_url, besides the system's
   std::string upstream_model;  // model name sent upstream; defaults to name
   std::string api_key_env;     // env var holding the key; the key itself is never in the policy
   std::chrono::milliseconds timeout{0};  // 0 = server.request_timeout
