@@ -21,7 +21,7 @@ struct sample_result {
   // log softmax(raw logits)[token] at temperature 1 without penalties; computed only when
   // sampling_params::logprobs or top_logprobs > 0 asks for it (else 0).
   float logprob = 0.0f;
-  std::vector<std::pair<token_id, float>> top;   // top_logprobs best (id, logprob) of that distribution, best first
+  std::vector<std::pair<token_id, float>> top;  // top_logprobs best (id, logprob) of that distribution, best first
 };
 
 class sampler {  // one per sequence; owns its RNG and token counts for penalties
@@ -35,14 +35,14 @@ class sampler {  // one per sequence; owns its RNG and token counts for penaltie
 
  private:
   sampling_params params_;
-  uint64_t rng_state_[4];                        // xoshiro256** state, seeded through splitmix64
-  std::unordered_map<token_id, int> counts_;     // generated tokens -> occurrences (penalties)
+  uint64_t rng_state_[4];                               // xoshiro256** state, seeded through splitmix64
+  std::unordered_map<token_id, int> counts_;            // generated tokens -> occurrences (penalties)
   std::vector<std::pair<float, token_id>> candidates_;  // scratch (value, id) in id order, reused
   std::vector<std::pair<float, token_id>> scratch_;     // scratch for selection (top_k, top_p)
   std::vector<double> bucket_mass_;                     // scratch for top_p
-  token_id draw(std::span<const float> logits);  // temperature, top_k, top_p, min_p, then a seeded draw
+  token_id draw(std::span<const float> logits);         // temperature, top_k, top_p, min_p, then a seeded draw
   uint64_t next_u64();
-  double next_uniform();                         // [0, 1) with 53 random bits
+  double next_uniform();  // [0, 1) with 53 random bits
 };
 
 }  // namespace sluice::engine

@@ -16,8 +16,15 @@ namespace sluice::engine {
 namespace {
 
 // tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
-enum token_type : int32_t { type_undefined = 0, type_normal = 1, type_unknown = 2, type_control = 3,
-                            type_user_defined = 4, type_unused = 5, type_byte = 6 };
+enum token_type : int32_t {
+  type_undefined = 0,
+  type_normal = 1,
+  type_unknown = 2,
+  type_control = 3,
+  type_user_defined = 4,
+  type_unused = 5,
+  type_byte = 6
+};
 
 // GPT-2's byte-level alphabet: bytes that are printable Latin-1 stand for themselves; the other 68 bytes
 // are shifted to U+0100.. in byte order, so every byte has a visible, non-space stand-in character.
@@ -111,13 +118,13 @@ struct bpe_scratch {
 struct tokenizer::impl {
   tokenizer_data data;
   pre_kind pre = pre_kind::gpt2;
-  bool ignore_merges = false;  // Llama 3: a word that is itself a token is emitted without merging
-  std::vector<std::string> bytes;                     // raw bytes of each token
-  std::array<token_id, 256> byte_token{};             // token of each single byte (-1 if absent)
+  bool ignore_merges = false;              // Llama 3: a word that is itself a token is emitted without merging
+  std::vector<std::string> bytes;          // raw bytes of each token
+  std::array<token_id, 256> byte_token{};  // token of each single byte (-1 if absent)
   merge_table merges;
   std::unordered_map<std::string, token_id, string_hash, std::equal_to<>> raw_to_id;  // raw bytes -> normal token
-  std::vector<token_id> specials;                     // matched with parse_special, longest first
-  std::vector<bool> eog;                              // end-of-generation flags per token
+  std::vector<token_id> specials;  // matched with parse_special, longest first
+  std::vector<bool> eog;           // end-of-generation flags per token
 
   void encode_text(std::string_view text, std::vector<token_id>& out) const;
   void bpe_word(std::string_view word, bpe_scratch& scratch, std::vector<token_id>& out) const;
@@ -126,12 +133,14 @@ struct tokenizer::impl {
 result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
   using E = error;
   if (d.model != "gpt2") {
-    return E{errc::unsupported, "tokenizer.ggml.model '" + d.model + "' is not supported (only 'gpt2', byte-level BPE)"};
+    return E{errc::unsupported,
+             "tokenizer.ggml.model '" + d.model + "' is not supported (only 'gpt2', byte-level BPE)"};
   }
   std::optional<pre_kind> pre = pre_kind_from_name(d.pre);
   if (!pre) {
-    return E{errc::unsupported, "tokenizer.ggml.pre '" + d.pre +
-                                    "' is not supported (known: smollm, starcoder, llama-bpe, llama3, qwen2, gpt2, default)"};
+    return E{errc::unsupported,
+             "tokenizer.ggml.pre '" + d.pre +
+                 "' is not supported (known: smollm, starcoder, llama-bpe, llama3, qwen2, gpt2, default)"};
   }
   const std::size_t n = d.tokens.size();
   if (n == 0 || n > 0x7FFFFFFF) return E{errc::bad_file, "tokenizer.ggml.tokens is empty or too large"};
@@ -177,8 +186,8 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
           append_utf8(raw, cp);  // not byte-level encoded: keep the character itself
         }
       }
-    } else if (type == type_byte && t.size() == 6 && t.starts_with("<0x") && t.ends_with(">") &&
-               hex_digit(t[3]) >= 0 && hex_digit(t[4]) >= 0) {
+    } else if (type == type_byte && t.size() == 6 && t.starts_with("<0x") && t.ends_with(">") && hex_digit(t[3]) >= 0 &&
+               hex_digit(t[4]) >= 0) {
       raw.push_back(static_cast<char>(hex_digit(t[3]) * 16 + hex_digit(t[4])));
     } else {
       raw = t;  // control / user-defined / unknown / unused tokens are stored verbatim
@@ -221,9 +230,8 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
   for (int32_t id : {d.eos_id, d.eot_id}) {
     if (id >= 0) p->eog[id] = true;
   }
-  std::stable_sort(p->specials.begin(), p->specials.end(), [&](token_id a, token_id b) {
-    return d.tokens[a].size() > d.tokens[b].size();
-  });
+  std::stable_sort(p->specials.begin(), p->specials.end(),
+                   [&](token_id a, token_id b) { return d.tokens[a].size() > d.tokens[b].size(); });
   std::erase_if(p->specials, [&](token_id id) { return d.tokens[id].empty(); });
 
   p->data = std::move(d);
@@ -366,9 +374,7 @@ std::string tokenizer::decode(std::span<const token_id> ids) const {
   return out;
 }
 
-bool tokenizer::is_end_of_generation(token_id id) const {
-  return id >= 0 && id < n_vocab() && impl_->eog[id];
-}
+bool tokenizer::is_end_of_generation(token_id id) const { return id >= 0 && id < n_vocab() && impl_->eog[id]; }
 
 bool tokenizer::is_control(token_id id) const {
   return id >= 0 && id < n_vocab() && impl_->data.token_types[id] == type_control;

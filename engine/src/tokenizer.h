@@ -14,15 +14,15 @@
 
 namespace sluice::engine {
 
-struct tokenizer_data {             // filled by the GGUF reader from tokenizer.ggml.* metadata
-  std::string model;                // tokenizer.ggml.model, e.g. "gpt2" (byte-level BPE); others -> errc::unsupported
-  std::string pre;                  // tokenizer.ggml.pre, e.g. "smollm", "llama-bpe" ("" = default)
-  std::vector<std::string> tokens;  // tokenizer.ggml.tokens
-  std::vector<int32_t> token_types; // tokenizer.ggml.token_type (may be empty)
-  std::vector<std::string> merges;  // tokenizer.ggml.merges ("a b")
+struct tokenizer_data {              // filled by the GGUF reader from tokenizer.ggml.* metadata
+  std::string model;                 // tokenizer.ggml.model, e.g. "gpt2" (byte-level BPE); others -> errc::unsupported
+  std::string pre;                   // tokenizer.ggml.pre, e.g. "smollm", "llama-bpe" ("" = default)
+  std::vector<std::string> tokens;   // tokenizer.ggml.tokens
+  std::vector<int32_t> token_types;  // tokenizer.ggml.token_type (may be empty)
+  std::vector<std::string> merges;   // tokenizer.ggml.merges ("a b")
   int32_t bos_id = -1, eos_id = -1, eot_id = -1, pad_id = -1, unk_id = -1;  // -1 = absent
-  bool add_bos = false;             // tokenizer.ggml.add_bos_token
-  std::string chat_template;        // tokenizer.chat_template (jinja text, may be empty)
+  bool add_bos = false;                                                     // tokenizer.ggml.add_bos_token
+  std::string chat_template;  // tokenizer.chat_template (jinja text, may be empty)
 };
 
 class tokenizer {  // immutable after construction; thread-safe

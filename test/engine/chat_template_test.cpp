@@ -1,10 +1,10 @@
 // Tests for the native chat templates: exact strings against the models' own Jinja templates rendered by
 // jinja2 (golden/templates_golden.json), detection, overrides and unsupported templates.
-#include <catch2/catch.hpp>
+#include "chat_template.h"
 
+#include <catch2/catch.hpp>
 #include <map>
 
-#include "chat_template.h"
 #include "tokenizer_golden.h"
 
 using namespace sluice::engine;
@@ -29,7 +29,8 @@ TEST_CASE("rendered chats equal the models' Jinja templates exactly", "[chat_tem
     }
     const auto& bos = c.at("bos_text").as_string();
     const auto& want = c.at("rendered").as_string();
-    std::string got = render_chat(*fmt, msgs, c.at("add_generation_prompt").as_bool(), std::string_view(bos.data(), bos.size()));
+    std::string got =
+        render_chat(*fmt, msgs, c.at("add_generation_prompt").as_bool(), std::string_view(bos.data(), bos.size()));
     CHECK(got == std::string(want.data(), want.size()));
     ++n;
   }

@@ -1,15 +1,14 @@
 // Tests for the sampler: seeded determinism, greedy equivalences, OpenAI penalties, top_k/top_p/min_p
 // filtering on hand-made distributions, temperature, log-probs of the unmodified distribution, speed.
-#include <catch2/catch.hpp>
+#include "sampler.h"
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <map>
 #include <random>
 #include <set>
-
-#include "sampler.h"
 
 using namespace sluice::engine;
 

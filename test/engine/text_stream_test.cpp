@@ -1,10 +1,10 @@
 // Tests for text_stream: stop sequences across token boundaries (never emitted, text cut before them),
 // UTF-8 characters split across tokens, held-back prefixes released when they turn out not to be stops.
-#include <catch2/catch.hpp>
+#include "text_stream.h"
 
+#include <catch2/catch.hpp>
 #include <random>
 
-#include "text_stream.h"
 #include "unicode.h"
 
 using namespace sluice::engine;
@@ -30,8 +30,8 @@ std::string byte_encode(std::string_view raw) {
 
 // Raw token texts of the test vocabulary; ids are positions.
 const std::vector<std::string> raw_tokens = {
-    "<|im_end|>", "Hello", " wor", "ld", "<", "|", "end", "|>", "\xF0\x9F", "\x98\x80", "!", "\xF0",
-    "\x9F\x98\x80", "ST", "OP", "S", "\xC3", "\xA9", " ", "\n"};
+    "<|im_end|>", "Hello", " wor",         "ld", "<",  "|", "end",  "|>",   "\xF0\x9F", "\x98\x80",
+    "!",          "\xF0",  "\x9F\x98\x80", "ST", "OP", "S", "\xC3", "\xA9", " ",        "\n"};
 
 const tokenizer& vocab() {
   static std::unique_ptr<tokenizer> tok = [] {
@@ -125,7 +125,8 @@ TEST_CASE("control tokens add no text; a dangling partial character becomes U+FF
 
 TEST_CASE("random token streams: output equals the text cut at the first stop, in valid UTF-8", "[text_stream]") {
   std::mt19937 rng(12345);
-  const std::vector<std::vector<std::string>> stop_sets = {{}, {"<|end|>"}, {"ld!", "\n\n"}, {"\xF0\x9F\x98\x80"}, {"S", "|"}};
+  const std::vector<std::vector<std::string>> stop_sets = {
+      {}, {"<|end|>"}, {"ld!", "\n\n"}, {"\xF0\x9F\x98\x80"}, {"S", "|"}};
   for (int iter = 0; iter < 500; ++iter) {
     std::vector<token_id> ids;
     std::string full;

@@ -2,12 +2,11 @@
 // make_token_golden.py through llama.cpp). What must not go in here: assertions (tests make those).
 #pragma once
 
+#include <boost/json.hpp>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <boost/json.hpp>
 
 #include "tokenizer.h"
 

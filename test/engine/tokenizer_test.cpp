@@ -1,7 +1,6 @@
 // Tests for the byte-level BPE tokenizer: token-for-token parity with llama.cpp on recorded goldens
 // (SmolLM2's "smollm" pre-tokenizer and a tiny "llama-bpe" vocab), round trips, special-token rules, speed.
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -151,9 +150,9 @@ TEST_CASE("special tokens come only from parse_special", "[tokenizer]") {
   }
   std::vector<token_id> sp = tok.encode(text, false, true);
   REQUIRE(sp.size() >= 4);
-  CHECK(sp.front() == 1);  // <|im_start|>
+  CHECK(sp.front() == 1);         // <|im_start|>
   CHECK(sp[sp.size() - 2] == 2);  // <|im_end|>
-  CHECK(sp.back() == 0);  // <|endoftext|>
+  CHECK(sp.back() == 0);          // <|endoftext|>
   CHECK(tok.encode("hi", true, false).front() == tok.bos());
   CHECK(tok.is_end_of_generation(2));
   CHECK(tok.is_end_of_generation(0));
