@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <random>
 
+#include "tokenizer_golden.h"
 #include "unicode.h"
 
 using namespace sluice::engine;
@@ -156,4 +157,38 @@ TEST_CASE("random token streams: output equals the text cut at the first stop, i
       for (const std::string& s : stops) CHECK(c.find(s) == std::string::npos);
     }
   }
+}
+
+TEST_CASE("streaming the golden corpus through SmolLM2's vocabulary reproduces the text", "[text_stream]") {
+  auto created = tokenizer::create(test::load_tokenizer_data("tokenizer_smollm2.json"));
+  REQUIRE(created.has_value());
+  const tokenizer& tok = **created;
+  int checked = 0;
+  for (const test::token_case& c : test::load_token_cases("tokens_smollm2.json")) {
+    if (c.special || c.text.empty() || sanitize_utf8(c.text) != c.text) continue;
+    // A stop string taken from the middle of the text: output must end right before its first occurrence.
+    const std::size_t mid = c.text.size() / 2;
+    std::size_t len = std::min<std::size_t>(3, c.text.size() - mid);
+    while (mid + len < c.text.size() && incomplete_utf8_tail(c.text.substr(mid, len)) != 0) ++len;
+    const bool at_boundary = utf8_sequence_length(static_cast<unsigned char>(c.text[mid])) != 0;
+    for (bool with_stop : {false, true}) {
+      if (with_stop && !at_boundary) continue;
+      const std::string stop = c.text.substr(mid, len);
+      text_stream ts(tok, with_stop ? std::vector<std::string>{stop} : std::vector<std::string>{});
+      std::string out;
+      bool stopped = false;
+      for (token_id id : c.ids) {
+        text_stream::step st = ts.push(id);
+        CHECK(sanitize_utf8(st.text) == st.text);
+        out += st.text;
+        if ((stopped = st.stopped)) break;
+      }
+      if (!stopped) out += ts.flush();
+      INFO("text: " << c.text.substr(0, 120) << " stop: " << (with_stop ? stop : "(none)"));
+      CHECK(stopped == with_stop);
+      CHECK(out == (with_stop ? c.text.substr(0, c.text.find(stop)) : c.text));
+      ++checked;
+    }
+  }
+  CHECK(checked > 150);
 }
