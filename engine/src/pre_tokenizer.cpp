@@ -8,9 +8,8 @@
 namespace sluice::engine {
 
 std::optional<pre_kind> pre_kind_from_name(std::string_view name) {
-  if (name.empty() || name == "default" || name == "gpt2" || name == "gpt-2" || name == "mpt" || name == "olmo") {
-    return pre_kind::gpt2;
-  }
+  if (name.empty() || name == "default") return pre_kind::legacy_default;
+  if (name == "gpt2" || name == "gpt-2" || name == "mpt" || name == "olmo" || name == "phi-2") return pre_kind::gpt2;
   if (name == "smollm" || name == "starcoder" || name == "refact" || name == "command-r" || name == "codeshell") {
     return pre_kind::smollm;
   }
@@ -142,6 +141,64 @@ void split_llama3(const segment& s, uint32_t max_digits, std::vector<word_span>&
   }
 }
 
+// Pieces of each input span: maximal runs of code points satisfying `in_run`, and the gaps between them.
+template <class Pred>
+void isolate_runs(std::span<const char32_t> cpts, const std::vector<word_span>& in, Pred in_run,
+                  std::vector<word_span>& out) {
+  for (const word_span& w : in) {
+    uint32_t gap = w.begin, i = w.begin;
+    while (i < w.end) {
+      if (!in_run(cpts[i])) {
+        ++i;
+        continue;
+      }
+      uint32_t j = i;
+      while (j < w.end && in_run(cpts[j])) ++j;
+      if (gap < i) out.push_back({gap, i});
+      out.push_back({i, j});
+      gap = i = j;
+    }
+    if (gap < w.end) out.push_back({gap, w.end});
+  }
+}
+
+// Pieces of each input span: every group of three ASCII digits (scanning left to right), and the gaps.
+void isolate_digit_triples(std::span<const char32_t> cpts, const std::vector<word_span>& in,
+                           std::vector<word_span>& out) {
+  auto digit = [&](uint32_t i) { return cpts[i] >= U'0' && cpts[i] <= U'9'; };
+  for (const word_span& w : in) {
+    uint32_t gap = w.begin, i = w.begin;
+    while (i + 2 < w.end) {
+      if (digit(i) && digit(i + 1) && digit(i + 2)) {
+        if (gap < i) out.push_back({gap, i});
+        out.push_back({i, i + 3});
+        gap = i = i + 3;
+      } else {
+        ++i;
+      }
+    }
+    if (gap < w.end) out.push_back({gap, w.end});
+  }
+}
+
+void split_legacy_default(std::span<const char32_t> cpts, std::vector<word_span>& out) {
+  const auto n = static_cast<uint32_t>(cpts.size());
+  std::vector<word_span> a{{0, n}}, b;
+  isolate_runs(
+      cpts, a,
+      [](char32_t c) {
+        return props_of(c).cat == ucat::punctuation || c == U'$' || c == U'+' || c == U'<' || c == U'=' || c == U'>' ||
+               c == U'^' || c == U'~' || c == U'|';
+      },
+      b);
+  a.clear();
+  for (const word_span& w : b) split_gpt2(segment{cpts, w.begin, w.end}, a);
+  b.clear();
+  isolate_runs(
+      cpts, a, [](char32_t c) { return props_of(c).is_number(); }, b);
+  isolate_digit_triples(cpts, b, out);
+}
+
 }  // namespace
 
 void split_words(pre_kind kind, std::span<const char32_t> cpts, std::vector<word_span>& out) {
@@ -167,6 +224,9 @@ void split_words(pre_kind kind, std::span<const char32_t> cpts, std::vector<word
       break;
     case pre_kind::qwen2:
       split_llama3(segment{cpts, 0, n}, 1, out);
+      break;
+    case pre_kind::legacy_default:
+      split_legacy_default(cpts, out);
       break;
   }
 }

@@ -140,7 +140,7 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
   if (!pre) {
     return E{errc::unsupported,
              "tokenizer.ggml.pre '" + d.pre +
-                 "' is not supported (known: smollm, starcoder, llama-bpe, llama3, qwen2, gpt2, default)"};
+                 "' is not supported (known: smollm, starcoder, llama-bpe, llama3, qwen2, gpt-2, default, ...)"};
   }
   const std::size_t n = d.tokens.size();
   if (n == 0 || n > 0x7FFFFFFF) return E{errc::bad_file, "tokenizer.ggml.tokens is empty or too large"};

@@ -77,8 +77,8 @@ TEST_CASE("llama-bpe tokenization matches llama.cpp on a tiny vocab", "[tokenize
   CHECK(llama3_tiny().data().add_bos);  // forced for the Llama 3 family, as llama.cpp does
 }
 
-TEST_CASE("qwen2 and gpt-2 pre-tokenizers match llama.cpp on the tiny vocab", "[tokenizer]") {
-  for (const char* pre : {"qwen2", "gpt2"}) {
+TEST_CASE("qwen2, gpt-2 and default pre-tokenizers match llama.cpp on the tiny vocab", "[tokenizer]") {
+  for (const char* pre : {"qwen2", "gpt2", "default"}) {
     tokenizer_data d = load_tokenizer_data("tokenizer_llama3_tiny.json");
     d.pre = pre == std::string("gpt2") ? "gpt-2" : pre;
     auto tok = tokenizer::create(d);

@@ -9,7 +9,8 @@ Writes, next to this script:
   llama3_tiny_vocab.gguf     a tiny vocab-only GGUF (byte-level BPE trained here, tokenizer.ggml.pre=llama-bpe)
   tokenizer_llama3_tiny.json its metadata, in the same format as tokenizer_smollm2.json
   tokens_llama3_tiny.json    llama.cpp's token ids for the corpus under that vocab
-  tokens_{qwen2,gpt2}_tiny.json  the same vocab with tokenizer.ggml.pre = qwen2 / gpt-2 (smaller corpus; the
+  tokens_{qwen2,gpt2,default}_tiny.json  the same vocab with tokenizer.ggml.pre = qwen2 / gpt-2 / default
+                             (smaller corpus; the
                              temporary GGUFs are not kept)
 The C++ tests (test/engine/tokenizer_test.cpp) only read these files; they never run Python.
 """
@@ -268,7 +269,7 @@ def main():
     write_llama3_tiny(tiny)
     dump(metadata(tiny), "tokenizer_llama3_tiny.json")
     dump(golden(tiny, SPECIAL_LLAMA3), "tokens_llama3_tiny.json")
-    for pre, name in [("qwen2", "qwen2"), ("gpt-2", "gpt2")]:
+    for pre, name in [("qwen2", "qwen2"), ("gpt-2", "gpt2"), ("default", "default")]:
         tmp = os.path.join(HERE, f"_tmp_{name}.gguf")
         write_llama3_tiny(tmp, pre)
         try:
