@@ -38,7 +38,10 @@ class backend {
 };
 
 enum class kv_type { f16, f32 };
-std::unique_ptr<backend> make_cpu_backend(const llama_model& m, int threads, kv_type kv);
+struct kernel_table;
+// kernels: nullptr = the best the CPU supports (tests pass scalar_kernels() to check the fallback).
+std::unique_ptr<backend> make_cpu_backend(const llama_model& m, int threads, kv_type kv,
+                                          const kernel_table* kernels = nullptr);
 
 // Logits of every position of `tokens` run from an empty cache: (tokens.size(), n_vocab). For golden tests.
 std::vector<float> logits_for_sequence(backend& b, std::span<const token_id> tokens);

@@ -55,8 +55,8 @@ void rms_norm(const float* x, const float* w, float* out, int n, float eps) {
 
 class cpu_backend final : public backend {
  public:
-  cpu_backend(const llama_model& m, int threads, kv_type kv)
-      : m_(m), hp_(m.hp), k_(cpu_kernels()), pool_(threads), kv_f16_(kv == kv_type::f16) {
+  cpu_backend(const llama_model& m, int threads, kv_type kv, const kernel_table* kernels)
+      : m_(m), hp_(m.hp), k_(kernels ? *kernels : cpu_kernels()), pool_(threads), kv_f16_(kv == kv_type::f16) {
     const int T = max_step_tokens;
     qkv_ld_ = hp_.q_dim() + 2 * hp_.kv_dim();
     x_.resize(size_t(T) * hp_.n_embd);
@@ -343,8 +343,9 @@ class cpu_backend final : public backend {
 
 }  // namespace
 
-std::unique_ptr<backend> make_cpu_backend(const llama_model& m, int threads, kv_type kv) {
-  return std::make_unique<cpu_backend>(m, threads, kv);
+std::unique_ptr<backend> make_cpu_backend(const llama_model& m, int threads, kv_type kv,
+                                          const kernel_table* kernels) {
+  return std::make_unique<cpu_backend>(m, threads, kv, kernels);
 }
 
 std::vector<float> logits_for_sequence(backend& b, std::span<const token_id> tokens) {

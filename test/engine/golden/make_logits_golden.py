@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Regenerates the engine's logits goldens from llama.cpp (pip install llama-cpp-python==0.3.36 gguf==0.19.0).
+
+For each tiny test model (test/engine/data/tiny-*.gguf, written by make_tiny_models.py) and for the default
+model (models/SmolLM2-135M-Instruct.Q4_1.gguf, from scripts/setup.sh), it evaluates a few token sequences with
+llama.cpp (2 threads, f16 KV cache, no flash attention) and writes test/engine/golden/<name>.logits:
+
+  "SLG1", u32 n_tokens, u32 n_vocab, u32 n_full, u32 dtype (0 f32, 1 f16), u32 top_k, u32 n_cont,
+  i32 tokens[n_tokens],
+  n_full x (u32 position, logits[n_vocab] in dtype),
+  n_tokens x top_k x (i32 id, f32 logit)        -- llama.cpp's best logits at every position
+  i32 continuation[n_cont]                      -- greedy (argmax) continuation after the tokens
+  f32 margin[n_cont]                            -- llama.cpp's top-1 minus top-2 logit at each of those steps
+
+Run from the repository root: python3 test/engine/golden/make_logits_golden.py
+The C++ tests (test/engine/golden_logits_test.cpp) only read these files.
+"""
+import os
+import struct
+import sys
+
+import numpy as np
+from llama_cpp import Llama
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+DATA = os.path.join(HERE, "..", "data")
+DEFAULT_MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+TINY_SEQS = [[10, 20, 30, 40, 50, 60, 70, 80], [264, 5, 99, 100, 101, 7, 7, 7, 200, 3, 150, 12]]
+DEFAULT_PROMPTS = [
+    ("capital", b"The capital of France is", False),
+    ("story", b"Once upon a time, in a small village by the sea, there lived", False),
+    ("chat", b"<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+             b"<|im_start|>user\nWrite a haiku about the ocean.<|im_end|>\n<|im_start|>assistant\n", True),
+]
+
+
+def evaluate(path, tokens, n_cont):
+    m = Llama(model_path=path, n_ctx=256, n_threads=2, n_batch=512, logits_all=True, verbose=False, seed=1)
+    m.eval(tokens)
+    logits = np.array(m.scores[: len(tokens)], dtype=np.float32)
+    cont, margins = [], []
+    for _ in range(n_cont):
+        row = np.array(m.scores[m.n_tokens - 1], dtype=np.float32)
+        t = int(np.argmax(row))
+        top2 = np.sort(row)[-2:]
+        cont.append(t)
+        margins.append(float(top2[1] - top2[0]))
+        m.eval([t])
+    return logits, (cont, margins)
+
+
+def write(name, tokens, logits, full_positions, dtype, top_k, cont_margins):
+    cont, margins = cont_margins
+    n_vocab = logits.shape[1]
+    with open(os.path.join(HERE, name + ".logits"), "wb") as f:
+        f.write(b"SLG1")
+        f.write(struct.pack("<6I", len(tokens), n_vocab, len(full_positions), dtype, top_k, len(cont)))
+        f.write(np.array(tokens, dtype="<i4").tobytes())
+        for p in full_positions:
+            f.write(struct.pack("<I", p))
+            f.write(logits[p].astype("<f4" if dtype == 0 else "<f2").tobytes())
+        for row in logits:
+            ids = np.argsort(-row, kind="stable")[:top_k]
+            for i in ids:
+                f.write(struct.pack("<if", int(i), float(row[i])))
+        f.write(np.array(cont, dtype="<i4").tobytes())
+        f.write(np.array(margins, dtype="<f4").tobytes())
+    print("wrote", name + ".logits", os.path.getsize(os.path.join(HERE, name + ".logits")), "bytes")
+
+
+def main():
+    for q in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"]:
+        path = os.path.join(DATA, f"tiny-{q}.gguf")
+        for i, toks in enumerate(TINY_SEQS):
+            logits, cont = evaluate(path, toks, 16)
+            write(f"tiny-{q}-{i}", toks, logits, list(range(len(toks))), 0, 8, cont)
+    if not os.path.exists(DEFAULT_MODEL):
+        sys.exit("default model missing: run scripts/setup.sh first")
+    probe = Llama(model_path=DEFAULT_MODEL, n_ctx=64, vocab_only=True, verbose=False)
+    for name, text, special in DEFAULT_PROMPTS:
+        toks = probe.tokenize(text, add_bos=False, special=special)
+        logits, cont = evaluate(DEFAULT_MODEL, toks, 48)
+        write(f"smollm2-{name}", toks, logits, [0, len(toks) - 1], 1, 32, cont)
+
+
+if __name__ == "__main__":
+    main()
