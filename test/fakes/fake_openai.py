@@ -181,6 +181,8 @@ class FakeUpstream:
                     break
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            pass  # shutdown with idle keep-alive connections open: end quietly, no traceback
         finally:
             if not writer.transport.is_closing():
                 writer.close()

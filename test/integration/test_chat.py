@@ -103,3 +103,15 @@ def test_upstream_401_body_never_reaches_client(sluice):
     for secret in ("sk-secret", "FRAGMENT", UPSTREAM_KEY, "Incorrect API key"):
         assert secret not in everything, f"{secret!r} leaked: {everything}"
     assert err["message"]
+
+
+def test_request_cannot_choose_the_upstream(sluice, fake, refused_port):
+    # PITFALLS.md: a client-supplied base URL must never redirect the request (and the provider key).
+    evil = f"http://127.0.0.1:{refused_port}/v1"
+    body = chat_body("gpt-fake", base_url=evil, api_base=evil)
+    status, _, resp = post_chat(sluice, body)
+    if status == 200:
+        assert len(fake.requests()) == 1  # served by the policy's upstream, not the client's URL
+    else:
+        assert_openai_error(status, resp, 400, "invalid_request_error")
+        assert fake.requests() == []
