@@ -343,7 +343,7 @@ int run_train_router(int argc, char** argv) {
   if (!args.parse({"data", "out", "label", "seed", "epochs", "l2", "lr", "val-fraction", "split", "holdout-fraction",
                    "split-seed", "hash-bits", "word-ngrams", "char-ngrams", "hidden"}))
     return fail(cmd, args.error + "\nusage: sluice train-router --data FILE.jsonl[.gz] [--data ...] --out MODEL "
-                                  "[--label weak_wrong|strong_better|gain|FIELD] [--seed N] [--epochs N] [--l2 X] "
+                                  "[--label gain|weak_wrong|strong_better|FIELD] [--seed N] [--epochs N] [--l2 X] "
                                   "[--lr X] [--val-fraction F] [--split all|train|heldout] [--holdout-fraction F] "
                                   "[--split-seed N] [--hash-bits N] [--word-ngrams N] [--char-ngrams MIN-MAX|0] "
                                   "[--hidden N]");
@@ -365,7 +365,7 @@ int run_train_router(int argc, char** argv) {
   split_options split;
   if (!parse_split(args, split, error)) return fail(cmd, error);
 
-  const std::string label_name = args.get("label", "weak_wrong");
+  const std::string label_name = args.get("label", "gain");
   const std::optional<rt::label_kind> parsed_kind = rt::parse_label_kind(label_name);
   const rt::label_kind kind = parsed_kind.value_or(rt::label_kind::field);
 

@@ -13,14 +13,18 @@ namespace sluice::router {
 
 namespace {
 
-// Logistic regression: one running sum per feature block, scaled at the end.
+// Logistic regression: one running sum per feature block (the block is a template argument, so the sums stay in
+// registers), scaled at the end.
 struct linear_sink {
   const float* w;
-  double sum[detail::block_count] = {};
+  float sum[detail::block_count] = {};
   double total = 0.0;
-  void add(detail::block b, uint32_t index, float value) { sum[b] += static_cast<double>(w[index]) * value; }
+  template <detail::block B>
+  void add(uint32_t index, float value) {
+    sum[B] += w[index] * value;
+  }
   void finish(const float (&scale)[detail::block_count]) {
-    for (int b = 0; b < detail::block_count; ++b) total += sum[b] * scale[b];
+    for (int b = 0; b < detail::block_count; ++b) total += static_cast<double>(sum[b]) * scale[b];
   }
 };
 
@@ -30,9 +34,10 @@ struct hidden_sink {
   uint32_t h;
   float acc[detail::block_count][max_hidden_units] = {};
   float pre[max_hidden_units] = {};  // (H) pre-activations, filled by finish()
-  void add(detail::block b, uint32_t index, float value) {
+  template <detail::block B>
+  void add(uint32_t index, float value) {
     const float* row = w + static_cast<size_t>(index) * h;
-    float* a = acc[b];
+    float* a = acc[B];
     for (uint32_t k = 0; k < h; ++k) a[k] += row[k] * value;
   }
   void finish(const float (&scale)[detail::block_count]) {

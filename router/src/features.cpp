@@ -44,10 +44,11 @@ namespace {
 struct collecting_sink {
   sparse_features& out;
   std::vector<uint8_t> blocks;
-  void add(detail::block b, uint32_t index, float value) {
+  template <detail::block B>
+  void add(uint32_t index, float value) {
     out.index.push_back(index);
     out.value.push_back(value);
-    blocks.push_back(static_cast<uint8_t>(b));
+    blocks.push_back(static_cast<uint8_t>(B));
   }
   void finish(const float (&scale)[detail::block_count]) {
     for (size_t i = 0; i < out.value.size(); ++i) out.value[i] *= scale[blocks[i]];

@@ -200,3 +200,35 @@ TEST_CASE("feature config validation names the bad field") {
   c.word_ngram_max = 0;
   CHECK(validate(c).empty());  // dense features only
 }
+
+TEST_CASE("a word hashes the same wherever it sits in the text") {
+  feature_config c = plain_config();
+  c.char_ngram_min = c.char_ngram_max = 0;  // word features only
+  sparse_features alone, first, last;
+  extract_features(c, request_from_prompt("Zebra"), alone);
+  extract_features(c, request_from_prompt("zebra crossing the long road near the station today"), first);
+  extract_features(c, request_from_prompt("look, a ZEBRA"), last);
+  uint32_t zebra = 0;
+  for (uint32_t i : alone.index)
+    if (i >= dense_feature_count) zebra = i;
+  REQUIRE(zebra != 0);
+  auto has = [&](const sparse_features& f) {
+    for (uint32_t i : f.index)
+      if (i == zebra) return true;
+    return false;
+  };
+  CHECK(has(first));
+  CHECK(has(last));
+}
+
+TEST_CASE("several character n-gram sizes: one feature per position and size") {
+  feature_config c = plain_config();
+  c.word_ngram_max = 0;
+  c.char_ngram_min = 3;
+  c.char_ngram_max = 5;
+  sparse_features f;
+  extract_features(c, request_from_prompt("abcdefgh"), f);  // 8 bytes: 6 trigrams, 5 four-grams, 4 five-grams
+  size_t hashed = 0;
+  for (uint32_t i : f.index) hashed += i >= dense_feature_count;
+  CHECK(hashed == 6 + 5 + 4);
+}

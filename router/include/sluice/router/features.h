@@ -18,7 +18,7 @@ namespace sluice::router {
 inline constexpr uint32_t feature_extractor_version = 1;
 
 struct feature_config {
-  uint32_t hash_bits = 18;      // the hashed block has 2^hash_bits slots (8..24)
+  uint32_t hash_bits = 16;      // the hashed block has 2^hash_bits slots (8..24); 2^16 floats stay in L2
   uint32_t word_ngram_max = 2;  // word n-grams 1..word_ngram_max; 0 = no word features (0..3)
   uint32_t char_ngram_min = 4;  // character n-grams char_ngram_min..char_ngram_max over lowercased text;
   uint32_t char_ngram_max = 4;  //   0 = no character features (min 2..8 when on, max >= min)
