@@ -173,7 +173,7 @@ TEST_CASE("an unknown key names the valid keys, suggests the typo's fix, and poi
   auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://a.example/v1\n    timout_ms: 5\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0] == "5:5: unknown key 'timout_ms' in model 'x'; did you mean 'timeout_ms'? valid keys: kind, base_url, "
-                "model, api_key_env, timeout_ms, cost_per_mtok");
+                "model, api_key_env, timeout_ms, cost_per_mtok, tls_ca_file");
 
   e = errors_of("server:\n  prot: 1\n" + std::string(minimal));
   REQUIRE(e.size() == 1);
@@ -193,7 +193,7 @@ TEST_CASE("keys of another kind are rejected", "[policy]") {
   auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://a.example\n    gguf: m.gguf\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0] == "5:5: key 'gguf' does not apply to model 'x' of kind 'openai'; valid keys: kind, base_url, model, "
-                "api_key_env, timeout_ms, cost_per_mtok");
+                "api_key_env, timeout_ms, cost_per_mtok, tls_ca_file");
   e = errors_of("models:\n  x:\n    kind: local\n    gguf: m.gguf\n    base_url: https://a.example\n");
   REQUIRE(e.size() == 1);
   CHECK(starts_with(e[0], "5:5: key 'base_url' does not apply to model 'x' of kind 'local'; valid keys: kind, gguf,"));
