@@ -16,6 +16,7 @@ namespace sluice::engine {
 namespace {
 
 constexpr int max_step_tokens = 256;  // tokens per internal chunk (bounds the scratch buffers)
+constexpr int local_prepare_tokens = 16;  // up to this many tokens, each thread prepares inputs itself
 
 class cpu_kv_cache final : public kv_cache {
  public:
@@ -63,11 +64,14 @@ class cpu_backend final : public backend {
     xn_.resize(size_t(T) * std::max({hp_.n_embd, hp_.q_dim(), hp_.n_ff}));
     xq_.resize(size_t(T) * (std::max({hp_.n_embd, hp_.q_dim(), hp_.n_ff}) / qk + 1));
     qkv_.resize(size_t(T) * qkv_ld_);
-    att_.resize(size_t(T) * hp_.q_dim());
+    att_.resize(size_t(T) * std::max(hp_.q_dim(), hp_.n_embd));
     gate_.resize(size_t(T) * hp_.n_ff);
     up_.resize(size_t(T) * hp_.n_ff);
     rope_.resize(size_t(T) * hp_.n_rot);
     scores_.resize(size_t(pool_.size()));
+    const size_t max_dim = size_t(std::max({hp_.n_embd, hp_.q_dim(), hp_.n_ff}));
+    xn_local_.assign(size_t(pool_.size()), std::vector<float>(local_prepare_tokens * max_dim));
+    xq_local_.assign(size_t(pool_.size()), std::vector<block_q8_act>(local_prepare_tokens * (max_dim / qk + 1)));
     inv_freq_.resize(size_t(hp_.n_rot / 2));
     for (int i = 0; i < hp_.n_rot / 2; ++i) {
       double f = std::pow(double(hp_.rope_freq_base), -2.0 * i / hp_.n_rot);
@@ -114,20 +118,33 @@ class cpu_backend final : public backend {
     k_.matmul(a);
   }
 
-  // Normalises (or copies) nt rows of `in` (ld n) into xn_ and quantizes them into xq_ when a quantized
-  // weight will read them. Split over tokens.
-  void prepare_rows(int tid, int nth, int nt, const float* in, int n, const float* norm_w, const weight& w) {
+  // Where a matmul reads its prepared input from.
+  struct prepared {
+    const float* xf;
+    const block_q8_act* xq;
+  };
+
+  // Normalises (or copies) nt rows of `in` (ld n), then quantizes them to Q8 (quantized weight) or rounds
+  // them to the weight's float type (F16/BF16, as llama.cpp does). Few tokens: every thread prepares all
+  // rows into its own buffers (no barrier). Many tokens: split over threads into the shared buffers, then
+  // a barrier.
+  prepared prepare(int tid, int nth, int nt, const float* in, int n, const float* norm_w, const weight& w) {
     const bool quant = needs_q8_activations(w.type);
     const tensor_type round_to = w.type == tensor_type::f16 || w.type == tensor_type::bf16 ? w.type : tensor_type::f32;
-    auto [t0, t1] = split_range(nt, tid, nth);
-    int nb = n / qk;
+    const bool local = nt <= local_prepare_tokens;
+    float* xn = local ? xn_local_[size_t(tid)].data() : xn_.data();
+    block_q8_act* xq = local ? xq_local_[size_t(tid)].data() : xq_.data();
+    auto [t0, t1] = local ? std::pair<int, int>{0, nt} : split_range(nt, tid, nth);
+    const int nb = n / qk;
     for (int t = t0; t < t1; ++t) {
-      float* dst = xn_.data() + size_t(t) * n;
+      float* dst = xn + size_t(t) * n;
       if (norm_w) rms_norm(in + size_t(t) * n, norm_w, dst, n, hp_.rms_eps);
       else std::memcpy(dst, in + size_t(t) * n, size_t(n) * 4);
-      if (quant) k_.quantize_q8(dst, xq_.data() + size_t(t) * nb, n);
+      if (quant) k_.quantize_q8(dst, xq + size_t(t) * nb, n);
       else if (round_to != tensor_type::f32) round_row(dst, n, round_to);
     }
+    if (!local) pool_.barrier();
+    return {xn, xq};
   }
 
   // llama.cpp multiplies F16/BF16 weights with activations rounded to the same type; doing the same keeps
@@ -147,13 +164,13 @@ class cpu_backend final : public backend {
 
   void run_chunk(std::span<const token_slot> slots, float* logits) {
     const int nt = int(slots.size());
-    const int E = hp_.n_embd, Q = hp_.q_dim(), KV = hp_.kv_dim(), F = hp_.n_ff, hd = hp_.head_dim;
+    const int E = hp_.n_embd, Q = hp_.q_dim(), KV = hp_.kv_dim(), F = hp_.n_ff;
     int max_pos = 0;
     for (auto& s : slots) max_pos = std::max(max_pos, s.pos);
     for (auto& sc : scores_) if (int(sc.size()) < max_pos + 1) sc.resize(size_t(max_pos) + 1);
 
     pool_.run([&](int tid, int nth) {
-      // Embeddings and RoPE angles (cos, sin interleaved per pair), split over tokens.
+      // Embeddings and RoPE angles (cos, sin per pair), split over tokens.
       {
         auto [t0, t1] = split_range(nt, tid, nth);
         for (int t = t0; t < t1; ++t) {
@@ -171,36 +188,31 @@ class cpu_backend final : public backend {
       pool_.barrier();
       for (int il = 0; il < hp_.n_layer; ++il) {
         const llama_layer& L = m_.layers[size_t(il)];
-        // Attention block.
-        prepare_rows(tid, nth, nt, x_.data(), E, L.attn_norm.data(), L.wq);
-        pool_.barrier();
+        // Attention block: Q/K/V rows split over threads; each thread rotates and caches its own rows.
         {
-          const int nbE = E / qk;
+          prepared in = prepare(tid, nth, nt, x_.data(), E, L.attn_norm.data(), L.wq);
           auto [q0, q1] = split_range(Q, tid, nth, 8);
-          matmul(L.wq, q0, q1, nt, xn_.data(), E, xq_.data(), nbE, qkv_.data(), qkv_ld_, false);
           auto [k0, k1] = split_range(KV, tid, nth, 8);
-          matmul(L.wk, k0, k1, nt, xn_.data(), E, xq_.data(), nbE, qkv_.data() + Q, qkv_ld_, false);
-          matmul(L.wv, k0, k1, nt, xn_.data(), E, xq_.data(), nbE, qkv_.data() + Q + KV, qkv_ld_, false);
+          matmul(L.wq, q0, q1, nt, in.xf, E, in.xq, E / qk, qkv_.data(), qkv_ld_, false);
+          matmul(L.wk, k0, k1, nt, in.xf, E, in.xq, E / qk, qkv_.data() + Q, qkv_ld_, false);
+          matmul(L.wv, k0, k1, nt, in.xf, E, in.xq, E / qk, qkv_.data() + Q + KV, qkv_ld_, false);
+          rope_and_store(slots, il, q0, q1, k0, k1);
         }
-        pool_.barrier();
-        rope_and_store(tid, nth, slots, il);
         pool_.barrier();
         attention(tid, nth, slots, il);
         pool_.barrier();
-        prepare_rows(tid, nth, nt, att_.data(), Q, nullptr, L.wo);
-        pool_.barrier();
         {
+          prepared in = prepare(tid, nth, nt, att_.data(), Q, nullptr, L.wo);
           auto [r0, r1] = split_range(E, tid, nth, 8);
-          matmul(L.wo, r0, r1, nt, xn_.data(), Q, xq_.data(), Q / qk, x_.data(), E, true);
+          matmul(L.wo, r0, r1, nt, in.xf, Q, in.xq, Q / qk, x_.data(), E, true);
         }
         pool_.barrier();
-        // Feed-forward block (SwiGLU).
-        prepare_rows(tid, nth, nt, x_.data(), E, L.ffn_norm.data(), L.w_gate);
-        pool_.barrier();
+        // Feed-forward block (SwiGLU): gate and up rows split together, so each thread finishes its rows.
         {
+          prepared in = prepare(tid, nth, nt, x_.data(), E, L.ffn_norm.data(), L.w_gate);
           auto [r0, r1] = split_range(F, tid, nth, 8);
-          matmul(L.w_gate, r0, r1, nt, xn_.data(), E, xq_.data(), E / qk, gate_.data(), F, false);
-          matmul(L.w_up, r0, r1, nt, xn_.data(), E, xq_.data(), E / qk, up_.data(), F, false);
+          matmul(L.w_gate, r0, r1, nt, in.xf, E, in.xq, E / qk, gate_.data(), F, false);
+          matmul(L.w_up, r0, r1, nt, in.xf, E, in.xq, E / qk, up_.data(), F, false);
           for (int t = 0; t < nt; ++t) {
             float* g = gate_.data() + size_t(t) * F;
             const float* u = up_.data() + size_t(t) * F;
@@ -208,79 +220,63 @@ class cpu_backend final : public backend {
           }
         }
         pool_.barrier();
-        prepare_rows(tid, nth, nt, gate_.data(), F, nullptr, L.w_down);
-        pool_.barrier();
         {
+          prepared in = prepare(tid, nth, nt, gate_.data(), F, nullptr, L.w_down);
           auto [r0, r1] = split_range(E, tid, nth, 8);
-          matmul(L.w_down, r0, r1, nt, xn_.data(), F, xq_.data(), F / qk, x_.data(), E, true);
+          matmul(L.w_down, r0, r1, nt, in.xf, F, in.xq, F / qk, x_.data(), E, true);
         }
         pool_.barrier();
       }
-      // Final norm and vocabulary projection, only for rows that want logits (compacted into xn_).
-      int n_out = 0;
-      for (auto& s : slots) n_out += s.logits_row >= 0;
+      // Final norm and vocabulary projection, only for rows that want logits (compacted).
+      std::vector<int> out_rows;  // token index of each logits row
+      for (int t = 0; t < nt; ++t)
+        if (slots[size_t(t)].logits_row >= 0) out_rows.push_back(t);
+      const int n_out = int(out_rows.size());
       if (n_out == 0) return;
-      {
-        auto [t0, t1] = split_range(nt, tid, nth);
-        bool quant = needs_q8_activations(m_.output.type);
-        for (int t = t0; t < t1; ++t) {
-          int j = slot_out_index(slots, t);
-          if (j < 0) continue;
-          float* dst = xn_.data() + size_t(j) * E;
-          rms_norm(x_.data() + size_t(t) * E, m_.output_norm.data(), dst, E, hp_.rms_eps);
-          if (quant) k_.quantize_q8(dst, xq_.data() + size_t(j) * (E / qk), E);
-          else if (m_.output.type != tensor_type::f32) round_row(dst, E, m_.output.type);
-        }
-      }
+      for (int j = 0; j < n_out; ++j)  // gather the rows to project into att_ (free now)
+        if (j % nth == tid) std::memcpy(att_.data() + size_t(j) * E, x_.data() + size_t(out_rows[size_t(j)]) * E, size_t(E) * 4);
       pool_.barrier();
-      // Rows of the output matrix split over threads; outputs go to their logits rows.
+      prepared in = prepare(tid, nth, n_out, att_.data(), E, m_.output_norm.data(), m_.output);
       auto [r0, r1] = split_range(hp_.n_vocab, tid, nth, 8);
-      int j = 0;
-      for (auto& s : slots) {
-        if (s.logits_row < 0) continue;
-        matmul(m_.output, r0, r1, 1, xn_.data() + size_t(j) * E, E, xq_.data() + size_t(j) * (E / qk), E / qk,
-               logits + size_t(s.logits_row) * hp_.n_vocab, hp_.n_vocab, false);
-        ++j;
+      for (int j = 0; j < n_out; ++j) {
+        int row = slots[size_t(out_rows[size_t(j)])].logits_row;
+        matmul(m_.output, r0, r1, 1, in.xf + size_t(j) * E, E, in.xq + size_t(j) * (E / qk), E / qk,
+               logits + size_t(row) * hp_.n_vocab, hp_.n_vocab, false);
       }
     });
-    (void)hd;
   }
 
-  static int slot_out_index(std::span<const token_slot> slots, int t) {
-    if (slots[size_t(t)].logits_row < 0) return -1;
-    int j = 0;
-    for (int i = 0; i < t; ++i) j += slots[size_t(i)].logits_row >= 0;
-    return j;
-  }
-
-  void rope_rotate(float* v, const float* cs) const {
-    for (int i = 0; i < hp_.n_rot / 2; ++i) {
-      float c = cs[2 * i], s = cs[2 * i + 1], a = v[2 * i], b = v[2 * i + 1];
-      v[2 * i] = a * c - b * s;
-      v[2 * i + 1] = a * s + b * c;
+  void rope_rotate_rows(float* v, int r0, int r1, const float* cs) const {
+    const int hd = hp_.head_dim;
+    for (int r = r0 & ~1; r + 1 < r1; r += 2) {
+      int j = r % hd;
+      if (j >= hp_.n_rot) continue;
+      float c = cs[j], s = cs[j + 1], a = v[r], b = v[r + 1];
+      v[r] = a * c - b * s;
+      v[r + 1] = a * s + b * c;
     }
   }
 
-  void rope_and_store(int tid, int nth, std::span<const token_slot> slots, int il) {
-    const int Q = hp_.q_dim(), KV = hp_.kv_dim(), hd = hp_.head_dim;
-    auto [t0, t1] = split_range(int(slots.size()), tid, nth);
-    for (int t = t0; t < t1; ++t) {
-      const token_slot& s = slots[size_t(t)];
-      float* q = qkv_.data() + size_t(t) * qkv_ld_;
+  // Rotates this thread's Q rows [q0, q1) and K rows [k0, k1) of every token and writes its K/V rows
+  // into the cache at the token's position.
+  void rope_and_store(std::span<const token_slot> slots, int il, int q0, int q1, int k0, int k1) {
+    const int Q = hp_.q_dim(), KV = hp_.kv_dim();
+    for (size_t t = 0; t < slots.size(); ++t) {
+      const token_slot& s = slots[t];
+      float* q = qkv_.data() + t * size_t(qkv_ld_);
       float* k = q + Q;
       const float* v = k + KV;
-      const float* cs = rope_.data() + size_t(t) * hp_.n_rot;
-      for (int h = 0; h < hp_.n_head; ++h) rope_rotate(q + h * hd, cs);
-      for (int h = 0; h < hp_.n_head_kv; ++h) rope_rotate(k + h * hd, cs);
-      size_t at = s.kv->index(il, s.pos);
+      const float* cs = rope_.data() + t * size_t(hp_.n_rot);
+      rope_rotate_rows(q, q0, q1, cs);
+      rope_rotate_rows(k, k0, k1, cs);
+      if (k1 <= k0) continue;
+      size_t at = s.kv->index(il, s.pos) + size_t(k0);
       if (s.kv->f16_) {
-        for (int i = 0; i < KV; ++i) {
-          s.kv->k16_[at + size_t(i)] = f32_to_fp16(k[i]);
-          s.kv->v16_[at + size_t(i)] = f32_to_fp16(v[i]);
-        }
+        k_.to_f16(k + k0, &s.kv->k16_[at], k1 - k0);
+        k_.to_f16(v + k0, &s.kv->v16_[at], k1 - k0);
       } else {
-        std::memcpy(&s.kv->k32_[at], k, size_t(KV) * 4);
-        std::memcpy(&s.kv->v32_[at], v, size_t(KV) * 4);
+        std::memcpy(&s.kv->k32_[at], k + k0, size_t(k1 - k0) * 4);
+        std::memcpy(&s.kv->v32_[at], v + k0, size_t(k1 - k0) * 4);
       }
     }
   }
@@ -339,6 +335,8 @@ class cpu_backend final : public backend {
   std::vector<float> gate_, up_;                // (T, n_ff)
   std::vector<float> rope_;                     // (T, n_rot) cos/sin pairs
   std::vector<std::vector<float>> scores_;      // per thread (positions)
+  std::vector<std::vector<float>> xn_local_;    // per thread (local_prepare_tokens, max dim)
+  std::vector<std::vector<block_q8_act>> xq_local_;
 };
 
 }  // namespace

@@ -43,6 +43,7 @@ struct kernel_table {
   float (*dot_f32)(const float* a, const float* b, int n);
   void (*axpy_f16)(float alpha, const uint16_t* x, float* y, int n);  // y += alpha * x
   void (*axpy_f32)(float alpha, const float* x, float* y, int n);
+  void (*to_f16)(const float* x, uint16_t* y, int n);  // round to nearest even (KV cache writes)
 };
 
 const kernel_table& scalar_kernels();

@@ -97,11 +97,15 @@ void axpy_f32_scalar(float alpha, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+void to_f16_scalar(const float* x, uint16_t* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] = f32_to_fp16(x[i]);
+}
+
 }  // namespace
 
 const kernel_table& scalar_kernels() {
   static const kernel_table t{"scalar",       matmul_scalar,   quantize_q8_scalar, dot_f16_scalar,
-                              dot_f32_scalar, axpy_f16_scalar, axpy_f32_scalar};
+                              dot_f32_scalar, axpy_f16_scalar, axpy_f32_scalar,    to_f16_scalar};
   return t;
 }
 

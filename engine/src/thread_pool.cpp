@@ -1,6 +1,9 @@
 // Spin-then-sleep synchronisation: spinning keeps barrier latency near a microsecond while a forward pass
-// runs; sleeping on the atomic (futex) keeps idle workers off the CPU between steps.
+// runs; after a bounded spin (with a yield now and then, so an oversubscribed machine can run the thread
+// we wait for) a thread sleeps on the atomic (futex). Wake-ups are only issued when someone sleeps.
 #include "thread_pool.h"
+
+#include <sched.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -13,7 +16,23 @@ inline void cpu_relax() {
   _mm_pause();
 #endif
 }
-constexpr int spin_iterations = 20000;  // ~ tens of microseconds before sleeping
+constexpr int barrier_spins = 4000;  // roughly 50-100 us
+constexpr int job_spins = 20000;     // between steps the scheduler samples; stay awake a little longer
+
+// Spins until `a` differs from `old`, then sleeps on it. Returns the new value.
+template <class T>
+T await_change(std::atomic<T>& a, T old, int spins, std::atomic<int>& sleepers) {
+  T v;
+  for (int i = 0; i < spins; ++i) {
+    if ((v = a.load(std::memory_order_acquire)) != old) return v;
+    cpu_relax();
+    if ((i & 255) == 255) sched_yield();
+  }
+  sleepers.fetch_add(1);
+  while ((v = a.load()) == old) a.wait(old);
+  sleepers.fetch_sub(1);
+  return v;
+}
 }  // namespace
 
 thread_pool::thread_pool(int n_threads) : n_(n_threads < 1 ? 1 : n_threads) {
@@ -35,16 +54,18 @@ void thread_pool::run(const std::function<void(int, int)>& fn) {
   }
   job_ = &fn;
   done_.store(0, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_release);
-  generation_.notify_all();
+  generation_.fetch_add(1);
+  if (sleepers_.load() > 0) generation_.notify_all();
   fn(0, n_);
-  int spins = 0;
-  while (done_.load(std::memory_order_acquire) != n_ - 1) {
-    if (++spins < spin_iterations) {
+  int d;
+  for (int i = 0; (d = done_.load(std::memory_order_acquire)) != n_ - 1; ++i) {
+    if (i < barrier_spins) {
       cpu_relax();
+      if ((i & 255) == 255) sched_yield();
     } else {
-      int d = done_.load(std::memory_order_acquire);
-      if (d != n_ - 1) done_.wait(d);
+      sleepers_.fetch_add(1);
+      if ((d = done_.load()) != n_ - 1) done_.wait(d);
+      sleepers_.fetch_sub(1);
     }
   }
   job_ = nullptr;
@@ -53,17 +74,11 @@ void thread_pool::run(const std::function<void(int, int)>& fn) {
 void thread_pool::worker(int index) {
   uint32_t seen = 0;  // the value before any run(): a worker starting late must not skip the first job
   for (;;) {
-    int spins = 0;
-    uint32_t g;
-    while ((g = generation_.load(std::memory_order_acquire)) == seen) {
-      if (++spins < spin_iterations) cpu_relax();
-      else generation_.wait(seen);
-    }
-    seen = g;
+    seen = await_change(generation_, seen, job_spins, sleepers_);
     if (stop_.load()) return;
     (*job_)(index, n_);
-    done_.fetch_add(1, std::memory_order_acq_rel);
-    done_.notify_one();
+    done_.fetch_add(1);
+    if (sleepers_.load() > 0) done_.notify_all();
   }
 }
 
@@ -72,15 +87,11 @@ void thread_pool::barrier() {
   uint32_t phase = barrier_phase_.load(std::memory_order_acquire);
   if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
     barrier_count_.store(0, std::memory_order_relaxed);
-    barrier_phase_.fetch_add(1, std::memory_order_release);
-    barrier_phase_.notify_all();
+    barrier_phase_.fetch_add(1);
+    if (sleepers_.load() > 0) barrier_phase_.notify_all();
     return;
   }
-  int spins = 0;
-  while (barrier_phase_.load(std::memory_order_acquire) == phase) {
-    if (++spins < spin_iterations) cpu_relax();
-    else barrier_phase_.wait(phase);
-  }
+  await_change(barrier_phase_, phase, barrier_spins, sleepers_);
 }
 
 }  // namespace sluice::engine

@@ -35,6 +35,7 @@ class thread_pool {
   alignas(64) std::atomic<int> done_{0};             // workers finished with the current job
   alignas(64) std::atomic<int> barrier_count_{0};
   alignas(64) std::atomic<uint32_t> barrier_phase_{0};
+  alignas(64) std::atomic<int> sleepers_{0};  // threads blocked in a futex wait (notify only when > 0)
   std::atomic<bool> stop_{false};
 };
 
