@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "event_queue.h"
 #include "openai_codec.h"
 
 namespace sluice::gateway {
@@ -106,7 +107,7 @@ class openai_backend;
 
 class upstream_call final : public router::generation, public std::enable_shared_from_this<upstream_call> {
  public:
-  upstream_call(std::shared_ptr<openai_backend> backend, asio::strand<asio::io_context::executor_type> strand,
+  upstream_call(std::shared_ptr<openai_backend> backend, asio::any_io_executor strand,
                 std::shared_ptr<const router::chat_request> req, const policies::model_config& model,
                 std::shared_ptr<router::generation_sink> sink)
       : backend_(std::move(backend)), strand_(std::move(strand)), req_(std::move(req)), model_name_(model.name),
@@ -120,7 +121,7 @@ class upstream_call final : public router::generation, public std::enable_shared
   }
 
   awaitable<void> run();
-  asio::strand<asio::io_context::executor_type>& strand() { return strand_; }
+  const asio::any_io_executor& strand() const { return strand_; }
 
  private:
   awaitable<beast::error_code> connect(clock::time_point deadline);
@@ -130,7 +131,7 @@ class upstream_call final : public router::generation, public std::enable_shared
   bool handle_sse_event(std::string_view event, bool& saw_done);
 
   std::shared_ptr<openai_backend> backend_;
-  asio::strand<asio::io_context::executor_type> strand_;
+  asio::any_io_executor strand_;
   std::shared_ptr<const router::chat_request> req_;
   std::string model_name_;
   std::string upstream_model_;
@@ -162,7 +163,10 @@ class openai_backend final : public router::backend, public std::enable_shared_f
   router::result<std::shared_ptr<router::generation>> start(std::shared_ptr<const router::chat_request> req,
                                                             const policies::model_config& model,
                                                             std::shared_ptr<router::generation_sink> sink) override {
-    auto call = std::make_shared<upstream_call>(shared_from_this(), asio::make_strand(ioc_), std::move(req), model,
+    // On the dispatching session's strand when there is one (see dispatch_scope), else a strand of its own.
+    const asio::any_io_executor* session = dispatch_scope::current();
+    asio::any_io_executor strand = session ? *session : asio::any_io_executor(asio::make_strand(ioc_));
+    auto call = std::make_shared<upstream_call>(shared_from_this(), std::move(strand), std::move(req), model,
                                                 std::move(sink));
     asio::co_spawn(call->strand(), call->run(), asio::detached);
     return std::shared_ptr<router::generation>(call);
