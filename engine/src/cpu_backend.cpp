@@ -69,6 +69,7 @@ class cpu_backend final : public backend {
     up_.resize(size_t(T) * hp_.n_ff);
     rope_.resize(size_t(T) * hp_.n_rot);
     scores_.resize(size_t(pool_.size()));
+    qround_.assign(size_t(pool_.size()), std::vector<float>(size_t(hp_.head_dim)));
     const size_t max_dim = size_t(std::max({hp_.n_embd, hp_.q_dim(), hp_.n_ff}));
     xn_local_.assign(size_t(pool_.size()), std::vector<float>(local_prepare_tokens * max_dim));
     xq_local_.assign(size_t(pool_.size()), std::vector<block_q8_act>(local_prepare_tokens * (max_dim / qk + 1)));
@@ -281,41 +282,47 @@ class cpu_backend final : public backend {
     }
   }
 
+  // Causal attention for (token, head) units split over threads; head h reads KV head h / group.
+  // With the F16 cache, q and the probabilities are rounded to f16 first, as llama.cpp does.
   void attention(int tid, int nth, std::span<const token_slot> slots, int il) {
     const int Q = hp_.q_dim(), hd = hp_.head_dim, group = hp_.n_head / hp_.n_head_kv;
     const float scale = 1.0f / std::sqrt(float(hd));
+    const size_t stride = size_t(hp_.kv_dim());
     auto [u0, u1] = split_range(int(slots.size()) * hp_.n_head, tid, nth);
     float* sc = scores_[size_t(tid)].data();
+    float* qr = qround_[size_t(tid)].data();
     for (int u = u0; u < u1; ++u) {
-      int t = u / hp_.n_head, h = u % hp_.n_head, g = h / group;
+      const int t = u / hp_.n_head, h = u % hp_.n_head, g = h / group;
       const token_slot& s = slots[size_t(t)];
       const float* q = qkv_.data() + size_t(t) * qkv_ld_ + size_t(h) * hd;
       float* out = att_.data() + size_t(t) * Q + size_t(h) * hd;
       const int n = s.pos + 1;
-      float qr[256];
-      if (s.kv->f16_ && hd <= 256) {  // llama.cpp rounds Q to f16 for the f16 K cache
-        for (int i = 0; i < hd; ++i) qr[i] = fp16_to_f32(f32_to_fp16(q[i]));
-        q = qr;
+      const size_t base = s.kv->index(il, 0) + size_t(g) * hd;
+      if (s.kv->f16_) {
+        std::memcpy(qr, q, size_t(hd) * 4);
+        k_.round_f16(qr, hd);
+        k_.attn_scores_f16(qr, &s.kv->k16_[base], stride, n, hd, sc);
+      } else {
+        for (int j = 0; j < n; ++j) sc[j] = k_.dot_f32(q, &s.kv->k32_[base + j * stride], hd);
       }
-      size_t base = s.kv->index(il, 0) + size_t(g) * hd;
-      const size_t stride = size_t(hp_.kv_dim());
       float mx = -INFINITY;
       for (int j = 0; j < n; ++j) {
-        float d = s.kv->f16_ ? k_.dot_f16(q, &s.kv->k16_[base + j * stride], hd)
-                             : k_.dot_f32(q, &s.kv->k32_[base + j * stride], hd);
-        sc[j] = d * scale;
+        sc[j] *= scale;
         mx = std::max(mx, sc[j]);
       }
-      float sum = 0.0f;
-      for (int j = 0; j < n; ++j) { sc[j] = std::exp(sc[j] - mx); sum += sc[j]; }
-      float inv = 1.0f / sum;
-      if (s.kv->f16_)  // and the probabilities, for the f16 V cache
-        for (int j = 0; j < n; ++j) { sc[j] = fp16_to_f32(f32_to_fp16(sc[j] * inv)); }
-      if (s.kv->f16_) inv = 1.0f;
-      std::memset(out, 0, size_t(hd) * 4);
+      double sum = 0.0;
       for (int j = 0; j < n; ++j) {
-        if (s.kv->f16_) k_.axpy_f16(sc[j] * inv, &s.kv->v16_[base + j * stride], out, hd);
-        else k_.axpy_f32(sc[j] * inv, &s.kv->v32_[base + j * stride], out, hd);
+        sc[j] = std::exp(sc[j] - mx);
+        sum += sc[j];
+      }
+      const float inv = float(1.0 / sum);
+      for (int j = 0; j < n; ++j) sc[j] *= inv;
+      if (s.kv->f16_) {
+        k_.round_f16(sc, n);
+        k_.attn_mix_f16(sc, &s.kv->v16_[base], stride, n, hd, out);
+      } else {
+        std::memset(out, 0, size_t(hd) * 4);
+        for (int j = 0; j < n; ++j) k_.axpy_f32(sc[j], &s.kv->v32_[base + j * stride], out, hd);
       }
     }
   }
@@ -335,6 +342,7 @@ class cpu_backend final : public backend {
   std::vector<float> gate_, up_;                // (T, n_ff)
   std::vector<float> rope_;                     // (T, n_rot) cos/sin pairs
   std::vector<std::vector<float>> scores_;      // per thread (positions)
+  std::vector<std::vector<float>> qround_;      // per thread (head_dim): q rounded to f16
   std::vector<std::vector<float>> xn_local_;    // per thread (local_prepare_tokens, max dim)
   std::vector<std::vector<block_q8_act>> xq_local_;
 };

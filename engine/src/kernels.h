@@ -44,6 +44,11 @@ struct kernel_table {
   void (*axpy_f16)(float alpha, const uint16_t* x, float* y, int n);  // y += alpha * x
   void (*axpy_f32)(float alpha, const float* x, float* y, int n);
   void (*to_f16)(const float* x, uint16_t* y, int n);  // round to nearest even (KV cache writes)
+  void (*round_f16)(float* x, int n);                   // x = float(half(x)), in place
+  // Attention over n cached positions of one KV head, rows of hd halves `stride` elements apart:
+  // scores[j] = dot(q, k_j); out = sum_j p[j] * v_j.
+  void (*attn_scores_f16)(const float* q, const uint16_t* k, size_t stride, int n, int hd, float* scores);
+  void (*attn_mix_f16)(const float* p, const uint16_t* v, size_t stride, int n, int hd, float* out);
 };
 
 const kernel_table& scalar_kernels();

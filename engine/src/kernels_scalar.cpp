@@ -101,11 +101,25 @@ void to_f16_scalar(const float* x, uint16_t* y, int n) {
   for (int i = 0; i < n; ++i) y[i] = f32_to_fp16(x[i]);
 }
 
+void round_f16_scalar(float* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = fp16_to_f32(f32_to_fp16(x[i]));
+}
+
+void attn_scores_f16_scalar(const float* q, const uint16_t* k, size_t stride, int n, int hd, float* scores) {
+  for (int j = 0; j < n; ++j) scores[j] = dot_f16_scalar(q, k + size_t(j) * stride, hd);
+}
+
+void attn_mix_f16_scalar(const float* p, const uint16_t* v, size_t stride, int n, int hd, float* out) {
+  for (int i = 0; i < hd; ++i) out[i] = 0.0f;
+  for (int j = 0; j < n; ++j) axpy_f16_scalar(p[j], v + size_t(j) * stride, out, hd);
+}
+
 }  // namespace
 
 const kernel_table& scalar_kernels() {
   static const kernel_table t{"scalar",       matmul_scalar,   quantize_q8_scalar, dot_f16_scalar,
-                              dot_f32_scalar, axpy_f16_scalar, axpy_f32_scalar,    to_f16_scalar};
+                              dot_f32_scalar, axpy_f16_scalar, axpy_f32_scalar,    to_f16_scalar,
+                              round_f16_scalar, attn_scores_f16_scalar, attn_mix_f16_scalar};
   return t;
 }
 

@@ -137,3 +137,30 @@ TEST_CASE("kernels: SIMD activation quantization and attention helpers equal sca
   scalar_kernels().axpy_f16(0.3f, h.data(), y2.data(), 70);
   for (int i = 0; i < 70; ++i) CHECK(y1[size_t(i)] == Approx(y2[size_t(i)]).epsilon(1e-5).margin(1e-6));
 }
+
+TEST_CASE("kernels: attention score and mix kernels equal the scalar ones", "[kernels]") {
+  const kernel_table* simd = &cpu_kernels();
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int hd : {64, 48, 128}) {
+    const int n = 37;
+    const size_t stride = size_t(hd) * 3;
+    std::vector<uint16_t> kv(stride * n);
+    for (auto& h : kv) h = f32_to_fp16(nd(rng));
+    const size_t hds = static_cast<size_t>(hd);
+    std::vector<float> q(hds), p(n), s1(n), s2(n), o1(hds), o2(hds);
+    for (auto& v : q) v = nd(rng);
+    for (auto& v : p) v = std::fabs(nd(rng));
+    simd->attn_scores_f16(q.data(), kv.data() + hd, stride, n, hd, s1.data());
+    scalar_kernels().attn_scores_f16(q.data(), kv.data() + hd, stride, n, hd, s2.data());
+    for (int j = 0; j < n; ++j) CHECK(s1[size_t(j)] == Approx(s2[size_t(j)]).epsilon(1e-4).margin(1e-4));
+    simd->attn_mix_f16(p.data(), kv.data() + hd, stride, n, hd, o1.data());
+    scalar_kernels().attn_mix_f16(p.data(), kv.data() + hd, stride, n, hd, o2.data());
+    for (int i = 0; i < hd; ++i) CHECK(o1[size_t(i)] == Approx(o2[size_t(i)]).epsilon(1e-4).margin(1e-4));
+  }
+  std::vector<float> r1 = {0.1f, 1.0f / 3.0f, 1e-8f, 70000.0f, -2.5f, 3.14159f, 0.0f, 1e5f, 0.2f};
+  std::vector<float> r2 = r1;
+  simd->round_f16(r1.data(), int(r1.size()));
+  scalar_kernels().round_f16(r2.data(), int(r2.size()));
+  CHECK(r1 == r2);
+}
