@@ -214,11 +214,8 @@ class cpu_backend final : public backend {
           auto [r0, r1] = split_range(F, tid, nth, 8);
           matmul(L.w_gate, r0, r1, nt, in.xf, E, in.xq, E / qk, gate_.data(), F, false);
           matmul(L.w_up, r0, r1, nt, in.xf, E, in.xq, E / qk, up_.data(), F, false);
-          for (int t = 0; t < nt; ++t) {
-            float* g = gate_.data() + size_t(t) * F;
-            const float* u = up_.data() + size_t(t) * F;
-            for (int i = r0; i < r1; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-          }
+          for (int t = 0; t < nt; ++t)
+            k_.silu_mul(gate_.data() + size_t(t) * F + r0, up_.data() + size_t(t) * F + r0, r1 - r0);
         }
         pool_.barrier();
         {

@@ -49,6 +49,7 @@ struct kernel_table {
   // scores[j] = dot(q, k_j); out = sum_j p[j] * v_j.
   void (*attn_scores_f16)(const float* q, const uint16_t* k, size_t stride, int n, int hd, float* scores);
   void (*attn_mix_f16)(const float* p, const uint16_t* v, size_t stride, int n, int hd, float* out);
+  void (*silu_mul)(float* g, const float* u, int n);  // g = silu(g) * u (SwiGLU)
 };
 
 const kernel_table& scalar_kernels();

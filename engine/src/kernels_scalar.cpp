@@ -114,12 +114,16 @@ void attn_mix_f16_scalar(const float* p, const uint16_t* v, size_t stride, int n
   for (int j = 0; j < n; ++j) axpy_f16_scalar(p[j], v + size_t(j) * stride, out, hd);
 }
 
+void silu_mul_scalar(float* g, const float* u, int n) {
+  for (int i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 }  // namespace
 
 const kernel_table& scalar_kernels() {
   static const kernel_table t{"scalar",       matmul_scalar,   quantize_q8_scalar, dot_f16_scalar,
                               dot_f32_scalar, axpy_f16_scalar, axpy_f32_scalar,    to_f16_scalar,
-                              round_f16_scalar, attn_scores_f16_scalar, attn_mix_f16_scalar};
+                              round_f16_scalar, attn_scores_f16_scalar, attn_mix_f16_scalar, silu_mul_scalar};
   return t;
 }
 

@@ -164,3 +164,19 @@ TEST_CASE("kernels: attention score and mix kernels equal the scalar ones", "[ke
   scalar_kernels().round_f16(r2.data(), int(r2.size()));
   CHECK(r1 == r2);
 }
+
+TEST_CASE("kernels: SwiGLU activation matches the scalar one", "[kernels]") {
+  std::vector<float> g1, u;
+  for (int i = 0; i < 203; ++i) {
+    g1.push_back(-100.0f + float(i));
+    u.push_back(0.5f + 0.01f * float(i));
+  }
+  g1[3] = 1e-3f;
+  std::vector<float> g2 = g1;
+  cpu_kernels().silu_mul(g1.data(), u.data(), int(g1.size()));
+  scalar_kernels().silu_mul(g2.data(), u.data(), int(g2.size()));
+  for (size_t i = 0; i < g1.size(); ++i) {
+    INFO(i);
+    CHECK(g1[i] == Approx(g2[i]).epsilon(1e-6).margin(1e-30));
+  }
+}
