@@ -273,7 +273,7 @@ void stream_features(const feature_config& cfg, const chat_request& req, Sink& s
   auto emit_word = [&](uint64_t h) { sink.template add<block_word>(slot_of(h), sign_of(h)); };
   auto emit_char = [&](uint64_t h) { sink.template add<block_char>(slot_of(h), sign_of(h)); };
 
-  // Text statistics, gathered while the n-grams are hashed.
+  // Text statistics, filled by the passes below.
   uint32_t n_digit = 0, n_upper = 0, n_punct = 0, n_lines = 1, n_question = 0, n_option_lines = 0;
   uint32_t n_code = 0, n_math_ops = 0, n_math_sym = 0, n_json = 0;
   uint32_t n_words = 0, n_word_chars = 0, n_long_words = 0, n_numbers = 0;

@@ -135,7 +135,7 @@ TEST_CASE("hashed n-grams: deterministic, signed, inside the table, each block s
       sum_sq += static_cast<double>(a.value[i]) * a.value[i];
     }
   }
-  // 9 words: 9 unigrams + 8 bigrams; 43 chars collapse to 43 bytes -> 40 character 4-grams.
+  // 9 words: 9 unigrams + 8 bigrams; 43 bytes -> 40 character 4-grams.
   CHECK(hashed == 9 + 8 + 40);
   CHECK(sum_sq == Approx(2.0).epsilon(1e-5));  // two blocks, each of unit L2 norm before collisions add up
 
