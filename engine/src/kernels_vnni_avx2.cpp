@@ -1,7 +1,18 @@
 // The same kernels with AVX512-VNNI dot products on 256-bit registers (vpdpbusd replaces
 // maddubs + madd). Compiled with the AVX2 flags plus the target pragma below; chosen at run time only on
 // CPUs with avx512vnni and avx512vl.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
+#else
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
+#endif
 #define SLUICE_X86_NS vnni
 #define SLUICE_X86_VNNI 1
 #include "kernels_x86.inc"
@@ -14,3 +25,6 @@ const kernel_table* vnni_kernels() {
   return &t;
 }
 }  // namespace sluice::engine
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
