@@ -1,0 +1,51 @@
+// classifier::score allocates nothing: counted through a replaced global operator new (this test executable only).
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "sluice/router/classifier.h"
+#include "sluice/router/train.h"
+
+namespace {
+std::atomic<long> allocations{0};
+}  // namespace
+
+void* operator new(std::size_t n) {
+  allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+using namespace sluice::router;
+
+TEST_CASE("scoring a request allocates no memory") {
+  {
+    const long before = allocations.load();
+    std::vector<int> probe(10);  // the counter sees ordinary allocations
+    CHECK(allocations.load() > before);
+  }
+  for (uint32_t hidden : {0u, 2u}) {
+    router_model m;
+    m.features.hash_bits = 10;
+    m.hidden_units = hidden;
+    m.input_weights.assign(feature_count(m.features) * (hidden ? hidden : 1), 0.01f);
+    m.hidden_bias.assign(hidden, 0.1f);
+    m.output_weights.assign(hidden, 0.5f);
+    result<classifier> c = classifier::from_model(std::move(m));
+    REQUIRE(c.has_value());
+    chat_request r = request_from_prompt(std::string(3000, 'x') + " Which of these is NOT prime?\nA. 2\nB. 4\n");
+    r.messages.insert(r.messages.begin(), message{role::system, "Be brief.", {}, {}, {}, 0});
+    r.max_output_tokens = 100;
+    double warm = c->score(r);  // first call builds the static byte tables
+    const long before = allocations.load();
+    double s = 0.0;
+    for (int i = 0; i < 10; ++i) s += c->score(r);
+    CHECK(allocations.load() == before);
+    CHECK(s == Approx(10 * warm));
+  }
+}
