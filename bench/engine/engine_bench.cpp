@@ -1,6 +1,7 @@
 // Benchmark driver for the Sluice side of bench/engine/run: loads a model through the public engine API and
 // measures prefill (one prompt of N tokens) and decode (M greedy tokens after a 1-token prompt) speed.
-// Prints one line per measurement: "prefill_tps <x>" / "decode_tps <x>". Token ids are the same
+// Prints one line per measurement: "prefill_tps <x>" / "decode_tps <x>"; with --parallel N also the
+// aggregate decode speed of N sequences generated together ("batch_decode_tps"). Token ids are the same
 // deterministic sequence the llama.cpp side uses: t_i = (1000 + 37 i) mod n_vocab.
 #include <chrono>
 #include <condition_variable>
@@ -56,7 +57,7 @@ double run(eng::engine& e, std::vector<eng::token_id> prompt, int max_tokens, en
 
 int main(int argc, char** argv) {
   std::string model;
-  int threads = 2, n_prefill = 512, n_decode = 128, reps = 1;
+  int threads = 2, n_prefill = 512, n_decode = 128, reps = 1, parallel = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--model") model = argv[i + 1];
@@ -64,12 +65,13 @@ int main(int argc, char** argv) {
     else if (a == "--prefill") n_prefill = std::atoi(argv[i + 1]);
     else if (a == "--decode") n_decode = std::atoi(argv[i + 1]);
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
+    else if (a == "--parallel") parallel = std::atoi(argv[i + 1]);
   }
   eng::load_options lo;
   lo.path = model;
   lo.threads = threads;
   lo.context_tokens = 1024;
-  lo.max_sequences = 1;
+  lo.max_sequences = parallel > 1 ? parallel : 1;
   auto e = eng::engine::load(lo);
   if (!e) {
     std::fprintf(stderr, "load: %s\n", e.error().message.c_str());
@@ -89,6 +91,24 @@ int main(int argc, char** argv) {
       run(**e, {eng::token_id(1000 % V)}, n_decode + 1, info);
       // The first token comes from the prompt's forward pass; decode speed counts the following ones.
       std::printf("decode_tps %.2f\n", (info.tokens_generated - 1) * 1000.0 / info.decode_ms);
+    }
+    if (parallel > 1 && n_decode > 0) {  // continuous batching: aggregate decode speed of N sequences
+      std::vector<std::shared_ptr<waiter>> ws;
+      eng::sampling_params sp;
+      sp.temperature = 0.0f;
+      sp.max_tokens = n_decode;
+      auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < parallel; ++i) {
+        ws.push_back(std::make_shared<waiter>());
+        if (!(*e)->submit({eng::token_id((1000 + 101 * i) % V)}, sp, ws.back())) return 1;
+      }
+      int total = 0;
+      for (auto& w : ws) {
+        w->wait();
+        total += w->info.tokens_generated;
+      }
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("batch_decode_tps %.2f (%d sequences)\n", total / s, parallel);
     }
     std::fflush(stdout);
   }

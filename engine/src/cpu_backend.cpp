@@ -235,12 +235,12 @@ class cpu_backend final : public backend {
         if (j % nth == tid) std::memcpy(att_.data() + size_t(j) * E, x_.data() + size_t(out_rows[size_t(j)]) * E, size_t(E) * 4);
       pool_.barrier();
       prepared in = prepare(tid, nth, n_out, att_.data(), E, m_.output_norm.data(), m_.output);
+      // Logits rows of one chunk are consecutive (assigned in slot order): one pass over the output matrix
+      // serves all of them.
+      const int first_row = slots[size_t(out_rows[0])].logits_row;
       auto [r0, r1] = split_range(hp_.n_vocab, tid, nth, 8);
-      for (int j = 0; j < n_out; ++j) {
-        int row = slots[size_t(out_rows[size_t(j)])].logits_row;
-        matmul(m_.output, r0, r1, 1, in.xf + size_t(j) * E, E, in.xq + size_t(j) * (E / qk), E / qk,
-               logits + size_t(row) * hp_.n_vocab, hp_.n_vocab, false);
-      }
+      matmul(m_.output, r0, r1, n_out, in.xf, E, in.xq, E / qk, logits + size_t(first_row) * hp_.n_vocab,
+             hp_.n_vocab, false);
     });
   }
 
