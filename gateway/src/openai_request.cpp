@@ -254,8 +254,10 @@ std::optional<error> read_common(object doc, router::chat_request& req) {
   return std::nullopt;
 }
 
-// Parses `body` (padded in place) and checks the top level. On success `doc` is the root object.
-std::optional<error> parse_document(simdjson::dom::parser& parser, std::string& body, object& doc) {
+// Parses `body` (padded in place), checks the top level and reads `model` into req. On success `doc` is the
+// root object; it stays valid until this thread parses the next request.
+std::optional<error> parse_document(std::string& body, object& doc, router::chat_request& req) {
+  thread_local simdjson::dom::parser parser;
   const size_t len = body.size();
   body.reserve(len + simdjson::SIMDJSON_PADDING);
   element root;
@@ -271,18 +273,17 @@ std::optional<error> parse_document(simdjson::dom::parser& parser, std::string& 
   element model;
   if (doc["model"].get(model) != simdjson::SUCCESS) return bad("Missing required parameter: 'model'.", "model");
   if (model.type() != element_type::STRING) return wrong_type("model", "string", model);
+  req.model = std::string(std::string_view(model));
   return std::nullopt;
 }
 
 }  // namespace
 
 router::result<router::chat_request> parse_openai_chat_request(std::string body) {
-  thread_local simdjson::dom::parser parser;
   router::chat_request req;
   req.format = router::wire_format::openai_chat;
   object doc;
-  if (auto e = parse_document(parser, body, doc)) return *e;
-  req.model = std::string(std::string_view(doc["model"]));
+  if (auto e = parse_document(body, doc, req)) return *e;
 
   element messages;
   if (doc["messages"].get(messages) != simdjson::SUCCESS) {
@@ -334,12 +335,10 @@ router::result<router::chat_request> parse_openai_chat_request(std::string body)
 }
 
 router::result<router::chat_request> parse_openai_completion_request(std::string body) {
-  thread_local simdjson::dom::parser parser;
   router::chat_request req;
   req.format = router::wire_format::openai_completions;
   object doc;
-  if (auto e = parse_document(parser, body, doc)) return *e;
-  req.model = std::string(std::string_view(doc["model"]));
+  if (auto e = parse_document(body, doc, req)) return *e;
   element prompt;
   if (doc["prompt"].get(prompt) != simdjson::SUCCESS) return bad("Missing required parameter: 'prompt'.", "prompt");
   if (prompt.type() == element_type::STRING) {

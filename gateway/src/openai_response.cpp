@@ -30,6 +30,27 @@ bool parse_padded(simdjson::dom::parser& parser, std::string_view body, element&
   return parser.parse(body.data(), body.size(), true).get(root) == simdjson::SUCCESS;
 }
 
+// A token's UTF-8 bytes as a JSON array of numbers (OpenAI's "bytes").
+void append_bytes(std::string& out, std::string_view token) {
+  out += '[';
+  for (size_t i = 0; i < token.size(); ++i) {
+    if (i) out += ',';
+    out += std::to_string(static_cast<unsigned char>(token[i]));
+  }
+  out += ']';
+}
+
+// "finish_reason": a quoted reason or null.
+void append_finish(std::string& out, const std::optional<router::finish_reason>& f) {
+  if (!f) {
+    out += "null";
+    return;
+  }
+  out += '"';
+  out += router::to_string(*f);
+  out += '"';
+}
+
 void append_logprobs_content(std::string& out, const std::vector<router::token_logprob>& lps) {
   out += "{\"content\":[";
   bool first = true;
@@ -40,24 +61,18 @@ void append_logprobs_content(std::string& out, const std::vector<router::token_l
     append_json_string(out, lp.token);
     out += ",\"logprob\":";
     append_json_number(out, lp.logprob);
-    out += ",\"bytes\":[";
-    for (size_t i = 0; i < lp.token.size(); ++i) {
-      if (i) out += ',';
-      out += std::to_string(static_cast<unsigned char>(lp.token[i]));
-    }
-    out += "],\"top_logprobs\":[";
+    out += ",\"bytes\":";
+    append_bytes(out, lp.token);
+    out += ",\"top_logprobs\":[";
     for (size_t i = 0; i < lp.top.size(); ++i) {
       if (i) out += ',';
       out += "{\"token\":";
       append_json_string(out, lp.top[i].first);
       out += ",\"logprob\":";
       append_json_number(out, lp.top[i].second);
-      out += ",\"bytes\":[";
-      for (size_t k = 0; k < lp.top[i].first.size(); ++k) {
-        if (k) out += ',';
-        out += std::to_string(static_cast<unsigned char>(lp.top[i].first[k]));
-      }
-      out += "]}";
+      out += ",\"bytes\":";
+      append_bytes(out, lp.top[i].first);
+      out += '}';
     }
     out += "]}";
   }
@@ -203,9 +218,9 @@ std::string openai_chat_response(const router::completion& c, const router::chat
   out += ",\"refusal\":null},\"logprobs\":";
   if (req.logprobs) append_logprobs_content(out, c.logprobs);
   else out += "null";
-  out += ",\"finish_reason\":\"";
-  out += router::to_string(c.finish);
-  out += "\"}],\"usage\":";
+  out += ",\"finish_reason\":";
+  append_finish(out, c.finish);
+  out += "}],\"usage\":";
   append_openai_usage(out, c.usage_);
   out += '}';
   return out;
@@ -227,13 +242,7 @@ std::string openai_chat_chunk_json(const router::chunk& c, const router::chat_re
   if (req.logprobs && !c.logprobs.empty()) append_logprobs_content(out, c.logprobs);
   else out += "null";
   out += ",\"finish_reason\":";
-  if (c.finish) {
-    out += '"';
-    out += router::to_string(*c.finish);
-    out += '"';
-  } else {
-    out += "null";
-  }
+  append_finish(out, c.finish);
   out += "}]";
   if (req.include_usage) out += ",\"usage\":null";
   out += '}';
@@ -258,9 +267,9 @@ std::string openai_completion_response(const router::completion& c, const router
   out += ",\"logprobs\":";
   if (req.logprobs) append_legacy_logprobs(out, c.logprobs, 0);
   else out += "null";
-  out += ",\"finish_reason\":\"";
-  out += router::to_string(c.finish);
-  out += "\"}],\"usage\":";
+  out += ",\"finish_reason\":";
+  append_finish(out, c.finish);
+  out += "}],\"usage\":";
   append_openai_usage(out, c.usage_);
   out += '}';
   return out;
@@ -276,13 +285,7 @@ std::string openai_completion_chunk_json(const router::chunk& c, const router::c
   if (req.logprobs && !c.logprobs.empty()) append_legacy_logprobs(out, c.logprobs, 0);
   else out += "null";
   out += ",\"finish_reason\":";
-  if (c.finish) {
-    out += '"';
-    out += router::to_string(*c.finish);
-    out += '"';
-  } else {
-    out += "null";
-  }
+  append_finish(out, c.finish);
   out += "}]}";
   return out;
 }
