@@ -20,6 +20,8 @@ struct server_state {
   gateway_metrics* metrics = nullptr;
   std::atomic<bool> ready{false};
   std::atomic<int64_t> connections_open{0};
+  std::atomic<int64_t> requests_active{0};  // being handled now (the shutdown drain waits for 0)
+  std::atomic<bool> draining{false};        // shutting down: finish current requests, close connections
 };
 
 // Handles the request in `s`. Returns false when the connection must close afterwards.

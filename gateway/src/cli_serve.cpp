@@ -5,10 +5,12 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +28,9 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 namespace {
+
+// How long a SIGTERM waits for requests in flight before the process exits anyway.
+constexpr std::chrono::seconds shutdown_grace{10};
 
 void print_errors(const std::vector<policies::load_error>& errors) {
   for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
@@ -195,12 +200,35 @@ int run_serve(int argc, char** argv) {
   const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
 
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code&, int sig) {
-    std::fprintf(stderr, "sluice: signal %d, shutting down\n", sig);
+  // Graceful shutdown: stop accepting, let requests in flight finish (connections close after their current
+  // response), and stop when none is left or after the grace period. A second signal stops at once.
+  asio::steady_timer drain_timer(ioc);
+  const auto drain_deadline = std::make_shared<std::chrono::steady_clock::time_point>();
+  std::function<void()> poll_drained = [&] {
+    if (state.requests_active.load() == 0 || std::chrono::steady_clock::now() >= *drain_deadline) {
+      ioc.stop();
+      return;
+    }
+    drain_timer.expires_after(std::chrono::milliseconds(20));
+    drain_timer.async_wait([&](const boost::system::error_code&) { poll_drained(); });
+  };
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                               int sig) {
+    if (ec) return;
+    if (state.draining.exchange(true)) {
+      std::fprintf(stderr, "sluice: signal %d again, stopping now\n", sig);
+      ioc.stop();
+      return;
+    }
+    std::fprintf(stderr, "sluice: signal %d, finishing requests in flight (up to %lld s)\n", sig,
+                 static_cast<long long>(shutdown_grace.count()));
     boost::system::error_code ignored;
     acceptor.close(ignored);
-    ioc.stop();
-  });
+    *drain_deadline = std::chrono::steady_clock::now() + shutdown_grace;
+    poll_drained();
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
   asio::co_spawn(asio::make_strand(ioc), accept_loop(acceptor, state), asio::detached);
   state.ready = true;
   std::printf("sluice: listening on http://%s:%u\n", host.c_str(), bound.port());

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "api_handlers.h"
+#include "json_util.h"
 
 namespace sluice::gateway {
 
@@ -133,8 +134,9 @@ awaitable<void> http_session::wait_client_gone() {
 
 awaitable<void> http_session::reply_and_close(int status, std::string_view message) {
   keep_alive_ = false;
-  std::string body = "{\"error\":{\"message\":\"" + std::string(message) +
-                     "\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
+  std::string body = "{\"error\":{\"message\":";
+  append_json_string(body, message);
+  body += ",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
   std::string res = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) +
                     "\r\nServer: sluice\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
                     std::to_string(body.size()) + "\r\n\r\n" + body;
@@ -195,8 +197,11 @@ awaitable<void> http_session::run() {
       break;
     }
     request_ = parser.release();
-    keep_alive_ = request_.keep_alive();
-    if (!co_await handle_request(*this)) break;
+    keep_alive_ = request_.keep_alive() && !state_.draining.load(std::memory_order_relaxed);
+    state_.requests_active.fetch_add(1, std::memory_order_relaxed);
+    const bool again = co_await handle_request(*this);
+    state_.requests_active.fetch_sub(1, std::memory_order_relaxed);
+    if (!again || state_.draining.load(std::memory_order_relaxed)) break;
   }
   beast::error_code ec;
   stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
