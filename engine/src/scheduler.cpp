@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <new>
 
 #include "sampler.h"
@@ -198,7 +199,12 @@ void scheduler::step(std::vector<std::unique_ptr<sequence>>& active) {
     owners.push_back(&s);
   }
   if (batch.empty()) return;
-  be_.forward(batch, logits_);
+  try {
+    be_.forward(batch, logits_);
+  } catch (const std::exception& e) {  // out of memory for scratch buffers: fail these sequences, keep serving
+    for (sequence* s : owners) finish(*s, finish_reason::error, std::string("forward pass failed: ") + e.what());
+    return;
+  }
   {
     std::lock_guard lk(mu_);
     stats_.tokens_prefilled += prefilled;
