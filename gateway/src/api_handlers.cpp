@@ -128,12 +128,8 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
   const policies::model_config* model = state.policy->find_model(req->model);
   const std::string tier = model ? model->name : std::string();
 
-  auto strand = co_await asio::this_coro::executor;
-  auto queue = std::make_shared<event_queue>(strand);
-  router::result<std::shared_ptr<router::generation>> gen = [&] {
-    const dispatch_scope scope(strand);  // synchronous: ends before the next suspension
-    return state.router->dispatch(req, queue);
-  }();
+  auto queue = std::make_shared<event_queue>(co_await asio::this_coro::executor);
+  auto gen = state.router->dispatch(req, queue);
   if (!gen) {
     record(s, tier, router::info(gen.error().code).http_status, nullptr, t0, std::nullopt);
     co_return co_await send_error(s, gen.error());

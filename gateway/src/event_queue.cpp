@@ -35,16 +35,4 @@ asio::awaitable<std::optional<backend_event>> event_queue::next() {
   co_return ev;
 }
 
-namespace {
-thread_local const asio::any_io_executor* current_strand = nullptr;
-}
-
-dispatch_scope::dispatch_scope(asio::any_io_executor strand) : previous_(current_strand), strand_(std::move(strand)) {
-  current_strand = &strand_;
-}
-
-dispatch_scope::~dispatch_scope() { current_strand = previous_; }
-
-const asio::any_io_executor* dispatch_scope::current() { return current_strand; }
-
 }  // namespace sluice::gateway

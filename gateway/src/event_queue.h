@@ -34,20 +34,4 @@ class event_queue final : public router::generation_sink, public std::enable_sha
   std::deque<backend_event> events_;
 };
 
-// While alive on a thread, names the strand of the session that is dispatching a request, so that a
-// backend started from there (the upstream client) runs its I/O on that same strand instead of a new one:
-// no cross-thread hand-offs on the proxy path.
-class dispatch_scope {
- public:
-  explicit dispatch_scope(boost::asio::any_io_executor strand);
-  ~dispatch_scope();
-  dispatch_scope(const dispatch_scope&) = delete;
-  dispatch_scope& operator=(const dispatch_scope&) = delete;
-  static const boost::asio::any_io_executor* current();  // nullptr outside a scope
-
- private:
-  const boost::asio::any_io_executor* previous_;
-  boost::asio::any_io_executor strand_;
-};
-
 }  // namespace sluice::gateway

@@ -8,7 +8,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <random>
+#include <sys/socket.h>
 
 #include "api_handlers.h"
 #include "json_util.h"
@@ -122,13 +124,25 @@ awaitable<bool> http_session::sse_end() { co_return co_await write_raw("0\r\n\r\
 
 awaitable<void> http_session::wait_client_gone() {
   auto& sock = stream_.socket();
-  auto [ec] = co_await sock.async_wait(asio::ip::tcp::socket::wait_read, tok);
-  if (ec) co_return;  // cancelled (we are done waiting) or the socket failed
-  boost::system::error_code aec;
-  if (sock.available(aec) > 0 && !aec) {
+  auto cs = co_await asio::this_coro::cancellation_state;
+  for (;;) {
+    auto [ec] = co_await sock.async_wait(asio::ip::tcp::socket::wait_read, tok);
+    if (cs.cancelled() != asio::cancellation_type::none) co_return;  // our caller is done waiting
+    if (ec == asio::error::operation_aborted) continue;
+    if (ec) co_return;  // the socket failed: the client is gone
+    // Readiness can be stale (an edge for bytes a speculative read already took, seen by another io
+    // thread), so look: 0 = orderly close, EAGAIN = nothing after all, bytes = a pipelined request.
+    char byte = 0;
+    const ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) co_return;
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+      co_return;  // reset or another socket error
+    }
     // Pipelined bytes, not a close: keep waiting until cancelled.
     asio::steady_timer forever(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
     co_await forever.async_wait(tok);
+    co_return;
   }
 }
 

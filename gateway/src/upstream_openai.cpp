@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "event_queue.h"
 #include "openai_codec.h"
 
 namespace sluice::gateway {
@@ -38,7 +37,10 @@ constexpr auto tok = asio::as_tuple(asio::use_awaitable);
 using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 using clock = std::chrono::steady_clock;
 
+// One upstream connection. Its streams (and so their timers) are bound to its own strand, and every call
+// that uses the connection runs on that strand: with several io threads nothing else may touch it.
 struct connection {
+  asio::any_io_executor strand;
   std::unique_ptr<beast::tcp_stream> plain;
   std::unique_ptr<tls_stream> tls;
   beast::flat_buffer buffer;
@@ -109,9 +111,10 @@ class upstream_call final : public router::generation, public std::enable_shared
  public:
   upstream_call(std::shared_ptr<openai_backend> backend, asio::any_io_executor strand,
                 std::shared_ptr<const router::chat_request> req, const policies::model_config& model,
-                std::shared_ptr<router::generation_sink> sink)
+                std::shared_ptr<router::generation_sink> sink, std::unique_ptr<connection> pooled)
       : backend_(std::move(backend)), strand_(std::move(strand)), req_(std::move(req)), model_name_(model.name),
-        upstream_model_(model.upstream_model.empty() ? model.name : model.upstream_model), sink_(std::move(sink)) {}
+        upstream_model_(model.upstream_model.empty() ? model.name : model.upstream_model), sink_(std::move(sink)),
+        conn_(std::move(pooled)) {}
 
   void cancel() override {
     cancelled_ = true;
@@ -163,11 +166,11 @@ class openai_backend final : public router::backend, public std::enable_shared_f
   router::result<std::shared_ptr<router::generation>> start(std::shared_ptr<const router::chat_request> req,
                                                             const policies::model_config& model,
                                                             std::shared_ptr<router::generation_sink> sink) override {
-    // On the dispatching session's strand when there is one (see dispatch_scope), else a strand of its own.
-    const asio::any_io_executor* session = dispatch_scope::current();
-    asio::any_io_executor strand = session ? *session : asio::any_io_executor(asio::make_strand(ioc_));
+    // A pooled connection brings its strand; a new one gets a fresh strand that it will keep.
+    std::unique_ptr<connection> idle = take_idle();
+    asio::any_io_executor strand = idle ? idle->strand : asio::any_io_executor(asio::make_strand(ioc_));
     auto call = std::make_shared<upstream_call>(shared_from_this(), std::move(strand), std::move(req), model,
-                                                std::move(sink));
+                                                std::move(sink), std::move(idle));
     asio::co_spawn(call->strand(), call->run(), asio::detached);
     return std::shared_ptr<router::generation>(call);
   }
@@ -209,14 +212,15 @@ awaitable<beast::error_code> upstream_call::connect(clock::time_point deadline) 
   auto [rec, endpoints] = co_await resolver.async_resolve(url.host, std::to_string(url.port), tok);
   if (rec) co_return rec;
   auto c = std::make_unique<connection>();
+  c->strand = strand_;
   if (url.tls) {
-    c->tls = std::make_unique<tls_stream>(backend_->ioc_.get_executor(), backend_->ssl_ctx_);
+    c->tls = std::make_unique<tls_stream>(strand_, backend_->ssl_ctx_);
     if (!SSL_set_tlsext_host_name(c->tls->native_handle(), url.host.c_str())) {
       co_return beast::error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
     }
     c->tls->set_verify_callback(ssl::host_name_verification(url.host));
   } else {
-    c->plain = std::make_unique<beast::tcp_stream>(backend_->ioc_.get_executor());
+    c->plain = std::make_unique<beast::tcp_stream>(strand_);
   }
   conn_ = std::move(c);
   conn_->lowest().expires_at(deadline);
@@ -247,7 +251,7 @@ awaitable<void> upstream_call::run() {
 
   for (int attempt = 0;; ++attempt) {
     if (cancelled_) co_return finish(error{errc::cancelled, "cancelled"});
-    conn_ = attempt == 0 ? backend_->take_idle() : nullptr;
+    if (attempt > 0) conn_.reset();  // the retry goes out on a fresh connection (on this same strand)
     const bool reused = conn_ != nullptr;
     if (!conn_) {
       auto ec = co_await connect(deadline);
