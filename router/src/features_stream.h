@@ -299,7 +299,7 @@ void stream_features(const feature_config& cfg, const chat_request& req, Sink& s
     }
   };
   line_start(0);
-  for (const void* p = std::memchr(s, '\n', n); p != nullptr;) {
+  for (const void* p = n > 0 ? std::memchr(s, '\n', n) : nullptr; p != nullptr;) {  // (null s when n == 0)
     const size_t at = static_cast<size_t>(static_cast<const unsigned char*>(p) - s);
     ++n_lines;
     line_start(at + 1);

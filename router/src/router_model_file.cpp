@@ -52,7 +52,7 @@ struct reader {
   }
   void get_floats(std::vector<float>& v, size_t n) {
     v.resize(n);
-    std::memcpy(v.data(), bytes.data() + pos, n * sizeof(float));
+    if (n > 0) std::memcpy(v.data(), bytes.data() + pos, n * sizeof(float));  // (memcpy of null is UB)
     pos += n * sizeof(float);
   }
 };
