@@ -1,7 +1,6 @@
 // See api_handlers.h. Chat and text completions share one flow: parse -> router.dispatch -> collect or stream.
 #include "api_handlers.h"
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http.hpp>
@@ -16,7 +15,6 @@ namespace sluice::gateway {
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
-using namespace asio::experimental::awaitable_operators;
 using asio::awaitable;
 using clock = std::chrono::steady_clock;
 
@@ -88,20 +86,22 @@ response_ids ids_for(const router::chat_request& req, const std::string& request
   return ids;
 }
 
-// Waits for the backend's next event while watching the client; nullopt = the client went away.
-awaitable<std::optional<backend_event>> next_or_gone(http_session& s, event_queue& q) {
-  auto r = co_await (q.next() || s.wait_client_gone());
-  if (r.index() == 0) co_return std::move(std::get<0>(r));
-  co_return std::nullopt;
-}
-
 // After cancel(), drain until on_done so the backend has let go before the session moves on.
 awaitable<void> drain(event_queue& q) {
   for (;;) {
-    auto ev = co_await q.next();
+    auto ev = co_await q.next(/*ignore_gone=*/true);
     if (!ev || ev->index() == 1) co_return;
   }
 }
+
+// Watches the client for as long as a request is served (see http_session::watch_client).
+struct client_watch {
+  http_session& s;
+  client_watch(http_session& session, const std::shared_ptr<event_queue>& q) : s(session) { s.watch_client(q); }
+  ~client_watch() { s.stop_watching(); }
+  client_watch(const client_watch&) = delete;
+  client_watch& operator=(const client_watch&) = delete;
+};
 
 // Counts a request in sluice_requests_in_flight for as long as it lives.
 struct in_flight {
@@ -136,11 +136,12 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
   }
   const auto ids = ids_for(*req, s.request_id(), model->upstream_model.empty() ? model->name : model->upstream_model);
   const bool completions_api = req->format == router::wire_format::openai_completions;
+  const client_watch watch(s, queue);
 
   if (!req->stream) {
     router::completion acc;  // chunks from backends that stream even for non-streaming requests
     for (;;) {
-      auto ev = co_await next_or_gone(s, *queue);
+      auto ev = co_await queue->next();
       if (!ev) {
         (*gen)->cancel();
         co_await drain(*queue);
@@ -176,7 +177,7 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
   bool relayed_raw = false;
   std::optional<double> ttft_s;
   for (;;) {
-    auto ev = co_await next_or_gone(s, *queue);
+    auto ev = co_await queue->next();
     if (!ev) {
       (*gen)->cancel();
       co_await drain(*queue);

@@ -3,7 +3,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace sluice::gateway {
@@ -23,10 +22,14 @@ void event_queue::push(backend_event ev) {
 void event_queue::on_chunk(router::chunk c) { push(std::move(c)); }
 void event_queue::on_done(router::result<router::completion> r) { push(std::move(r)); }
 
-asio::awaitable<std::optional<backend_event>> event_queue::next() {
-  auto cs = co_await asio::this_coro::cancellation_state;
+void event_queue::client_gone() {
+  gone_ = true;
+  bell_.cancel();
+}
+
+asio::awaitable<std::optional<backend_event>> event_queue::next(bool ignore_gone) {
   while (events_.empty()) {
-    if (cs.cancelled() != asio::cancellation_type::none) co_return std::nullopt;
+    if (gone_ && !ignore_gone) co_return std::nullopt;
     bell_.expires_at(asio::steady_timer::time_point::max());
     co_await bell_.async_wait(asio::as_tuple(asio::use_awaitable));
   }

@@ -23,8 +23,11 @@ class event_queue final : public router::generation_sink, public std::enable_sha
   void on_chunk(router::chunk c) override;
   void on_done(router::result<router::completion> r) override;
 
-  // The next event, or nullopt when the wait was cancelled (e.g. by `||` with wait_client_gone).
-  boost::asio::awaitable<std::optional<backend_event>> next();
+  // The next event; nullopt when the client went away first (see client_gone), unless `ignore_gone`.
+  boost::asio::awaitable<std::optional<backend_event>> next(bool ignore_gone = false);
+
+  // The client closed its connection: wakes next(). Call on the strand.
+  void client_gone();
 
  private:
   void push(backend_event ev);
@@ -32,6 +35,7 @@ class event_queue final : public router::generation_sink, public std::enable_sha
   boost::asio::any_io_executor strand_;
   boost::asio::steady_timer bell_;
   std::deque<backend_event> events_;
+  bool gone_ = false;
 };
 
 }  // namespace sluice::gateway

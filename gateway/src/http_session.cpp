@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "api_handlers.h"
+#include "event_queue.h"
 #include "json_util.h"
 
 namespace sluice::gateway {
@@ -122,28 +123,36 @@ awaitable<bool> http_session::sse_send(std::string_view data) {
 
 awaitable<bool> http_session::sse_end() { co_return co_await write_raw("0\r\n\r\n") && keep_alive_; }
 
-awaitable<void> http_session::wait_client_gone() {
-  auto& sock = stream_.socket();
-  auto cs = co_await asio::this_coro::cancellation_state;
-  for (;;) {
-    auto [ec] = co_await sock.async_wait(asio::ip::tcp::socket::wait_read, tok);
-    if (cs.cancelled() != asio::cancellation_type::none) co_return;  // our caller is done waiting
-    if (ec == asio::error::operation_aborted) continue;
-    if (ec) co_return;  // the socket failed: the client is gone
-    // Readiness can be stale (an edge for bytes a speculative read already took, seen by another io
-    // thread), so look: 0 = orderly close, EAGAIN = nothing after all, bytes = a pipelined request.
-    char byte = 0;
-    const ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0) co_return;
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      co_return;  // reset or another socket error
+void http_session::watch_client(std::weak_ptr<event_queue> q) {
+  watching_ = ++watch_epoch_;
+  arm_watch(watching_, std::move(q));
+}
+
+void http_session::stop_watching() {
+  if (watching_ == 0) return;
+  watching_ = 0;
+  boost::system::error_code ec;
+  stream_.socket().cancel(ec);  // the watch is the only operation pending on the socket now
+}
+
+void http_session::arm_watch(uint64_t epoch, std::weak_ptr<event_queue> q) {
+  // The handler runs on the socket's executor (this connection's strand) and keeps the session alive.
+  auto on_ready = [self = shared_from_this(), epoch, q = std::move(q)](const boost::system::error_code& ec) {
+    if (self->watching_ != epoch || ec == asio::error::operation_aborted) return;  // stopped
+    if (!ec) {
+      // Readiness can be stale (an edge for bytes a speculative read already took, seen by another io
+      // thread), so look: 0 = orderly close, EAGAIN = nothing after all, bytes = a pipelined request.
+      char byte = 0;
+      const ssize_t n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // a pipelined request, not a close
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        self->arm_watch(epoch, q);
+        return;
+      }
     }
-    // Pipelined bytes, not a close: keep waiting until cancelled.
-    asio::steady_timer forever(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
-    co_await forever.async_wait(tok);
-    co_return;
-  }
+    if (auto queue = q.lock()) queue->client_gone();
+  };
+  stream_.socket().async_wait(asio::ip::tcp::socket::wait_read, std::move(on_ready));
 }
 
 awaitable<void> http_session::reply_and_close(int status, std::string_view message) {

@@ -10,6 +10,8 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/message.hpp>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,7 +23,9 @@ struct server_state;  // api_handlers.h
 
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
-class http_session {
+class event_queue;
+
+class http_session : public std::enable_shared_from_this<http_session> {
  public:
   http_session(boost::beast::tcp_stream stream, server_state& state);
 
@@ -35,9 +39,10 @@ class http_session {
   boost::asio::awaitable<bool> sse_send(std::string_view data);   // writes "data: <data>\n\n"
   boost::asio::awaitable<bool> sse_end();
 
-  // Completes when the client closes its side (or the socket fails); never when it merely sends more
-  // (pipelined) bytes. Cancellable: used with `||` to notice a client that went away while we wait.
-  boost::asio::awaitable<void> wait_client_gone();
+  // Until stop_watching(), tells `q` (client_gone) if the client closes its side or the socket fails while a
+  // request is being served; more (pipelined) bytes are not a close. One socket wait, no extra coroutine.
+  void watch_client(std::weak_ptr<event_queue> q);
+  void stop_watching();
 
   bool keep_alive() const { return keep_alive_; }
   const boost::beast::http::request<boost::beast::http::string_body>& request() const { return request_; }
@@ -48,6 +53,7 @@ class http_session {
  private:
   boost::asio::awaitable<bool> write_raw(std::string_view bytes);
   boost::asio::awaitable<void> reply_and_close(int status, std::string_view message);
+  void arm_watch(uint64_t epoch, std::weak_ptr<event_queue> q);
 
   boost::beast::tcp_stream stream_;
   boost::beast::flat_buffer buffer_;
@@ -55,6 +61,8 @@ class http_session {
   boost::beast::http::request<boost::beast::http::string_body> request_;
   std::string request_id_;
   bool keep_alive_ = true;
+  uint64_t watch_epoch_ = 0;  // bumped by each watch_client()
+  uint64_t watching_ = 0;     // the epoch being watched; 0 = none
 };
 
 // A fresh random request id (hex).
