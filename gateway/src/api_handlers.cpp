@@ -116,6 +116,22 @@ struct in_flight {
   in_flight& operator=(const in_flight&) = delete;
 };
 
+// The client went away or a write failed: stop the backend, wait for its last callback, count a 499.
+awaitable<bool> abandon(http_session& s, router::generation& gen, event_queue& q, const std::string& tier,
+                        clock::time_point t0, std::optional<double> ttft_s) {
+  gen.cancel();
+  co_await drain(q);
+  record(s, tier, 499, nullptr, t0, ttft_s);
+  co_return false;
+}
+
+// The backend failed before anything was sent to the client: a proper error status.
+awaitable<bool> fail(http_session& s, const std::string& tier, const router::error& e, clock::time_point t0) {
+  record_failure(s, tier, e, false);
+  record(s, tier, router::info(e.code).http_status, nullptr, t0, std::nullopt);
+  co_return co_await send_error(s, e);
+}
+
 awaitable<bool> serve_completion(http_session& s, router::result<router::chat_request> parsed, clock::time_point t0) {
   auto& state = s.state();
   const in_flight counted(state.metrics);
@@ -142,23 +158,14 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
     router::completion acc;  // chunks from backends that stream even for non-streaming requests
     for (;;) {
       auto ev = co_await queue->next();
-      if (!ev) {
-        (*gen)->cancel();
-        co_await drain(*queue);
-        record(s, tier, 499, nullptr, t0, std::nullopt);
-        co_return false;
-      }
+      if (!ev) co_return co_await abandon(s, **gen, *queue, tier, t0, std::nullopt);
       if (auto* c = std::get_if<router::chunk>(&*ev)) {
         acc.text += c->text;
         acc.logprobs.insert(acc.logprobs.end(), c->logprobs.begin(), c->logprobs.end());
         continue;
       }
       auto& done = std::get<1>(*ev);
-      if (!done) {
-        record_failure(s, tier, done.error(), false);
-        record(s, tier, router::info(done.error().code).http_status, nullptr, t0, std::nullopt);
-        co_return co_await send_error(s, done.error());
-      }
+      if (!done) co_return co_await fail(s, tier, done.error(), t0);
       router::completion& c = *done;
       if (c.text.empty() && !acc.text.empty()) c.text = std::move(acc.text);
       if (c.logprobs.empty()) c.logprobs = std::move(acc.logprobs);
@@ -178,26 +185,12 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
   std::optional<double> ttft_s;
   for (;;) {
     auto ev = co_await queue->next();
-    if (!ev) {
-      (*gen)->cancel();
-      co_await drain(*queue);
-      record(s, tier, 499, nullptr, t0, ttft_s);
-      co_return false;
-    }
-    if (ev->index() == 1 && !started) {
-      auto& done = std::get<1>(*ev);
-      if (!done) {
-        record_failure(s, tier, done.error(), false);
-        record(s, tier, router::info(done.error().code).http_status, nullptr, t0, std::nullopt);
-        co_return co_await send_error(s, done.error());
-      }
-    }
+    if (!ev) co_return co_await abandon(s, **gen, *queue, tier, t0, ttft_s);
     if (!started) {
+      if (auto* done = std::get_if<1>(&*ev); done && !*done) co_return co_await fail(s, tier, done->error(), t0);
       started = true;
       if (!co_await s.sse_begin(served_headers(nullptr, tier))) {
-        (*gen)->cancel();
-        co_await drain(*queue);
-        co_return false;
+        co_return co_await abandon(s, **gen, *queue, tier, t0, ttft_s);
       }
     }
     if (auto* c = std::get_if<router::chunk>(&*ev)) {
@@ -213,12 +206,7 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
         ok = co_await s.sse_send(json);
         first_chunk = false;
       }
-      if (!ok) {
-        (*gen)->cancel();
-        co_await drain(*queue);
-        record(s, tier, 499, nullptr, t0, ttft_s);
-        co_return false;
-      }
+      if (!ok) co_return co_await abandon(s, **gen, *queue, tier, t0, ttft_s);
       continue;
     }
     auto& done = std::get<1>(*ev);
