@@ -311,14 +311,17 @@ awaitable<void> upstream_call::run() {
 
 awaitable<void> upstream_call::read_whole(http::response_parser<http::buffer_body>& parser,
                                           clock::time_point deadline) {
-  char buf[16384];
+  // Reads straight into acc_.raw (no buffer in the coroutine frame: frames are heap-allocated per call).
+  constexpr size_t chunk_bytes = 16384;
   while (!parser.is_done()) {
-    parser.get().body().data = buf;
-    parser.get().body().size = sizeof buf;
+    const size_t old = acc_.raw.size();
+    acc_.raw.resize(old + chunk_bytes);
+    parser.get().body().data = acc_.raw.data() + old;
+    parser.get().body().size = chunk_bytes;
     conn_->lowest().expires_at(deadline);
     auto [ec, n] = co_await read_some_on(*conn_, parser);
     if (ec == http::error::need_buffer) ec = {};
-    acc_.raw.append(buf, sizeof buf - parser.get().body().size);
+    acc_.raw.resize(old + chunk_bytes - parser.get().body().size);
     if (ec) {
       conn_.reset();
       if (cancelled_) { finish(error{errc::cancelled, "cancelled"}); co_return; }
@@ -379,14 +382,16 @@ awaitable<void> upstream_call::read_stream(http::response_parser<http::buffer_bo
   const auto timeout = backend_->opts_.timeout;
   std::string pending;  // bytes of an SSE event not yet complete
   bool saw_done = false;
-  char buf[16384];
+  constexpr size_t chunk_bytes = 16384;  // read straight into `pending`, not into the coroutine frame
   while (!parser.is_done()) {
-    parser.get().body().data = buf;
-    parser.get().body().size = sizeof buf;
+    const size_t old = pending.size();
+    pending.resize(old + chunk_bytes);
+    parser.get().body().data = pending.data() + old;
+    parser.get().body().size = chunk_bytes;
     conn_->lowest().expires_after(timeout);  // a stall longer than the timeout ends the stream
     auto [ec, n] = co_await read_some_on(*conn_, parser);
     if (ec == http::error::need_buffer) ec = {};
-    pending.append(buf, sizeof buf - parser.get().body().size);
+    pending.resize(old + chunk_bytes - parser.get().body().size);
     // Events end at a blank line ("\n\n" or "\r\n\r\n").
     size_t start = 0;
     for (;;) {
