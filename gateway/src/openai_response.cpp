@@ -258,18 +258,30 @@ std::string openai_usage_chunk_json(const router::usage& u, const response_ids& 
   return out;
 }
 
+namespace {
+
+// One legacy completions choice: {"index":0,"text",...,"logprobs",...,"finish_reason",...}.
+void append_completion_choice(std::string& out, std::string_view text, const std::vector<router::token_logprob>* lps,
+                              const std::optional<router::finish_reason>& finish) {
+  out += "{\"index\":0,\"text\":";
+  append_json_string(out, text);
+  out += ",\"logprobs\":";
+  if (lps) append_legacy_logprobs(out, *lps, 0);
+  else out += "null";
+  out += ",\"finish_reason\":";
+  append_finish(out, finish);
+  out += '}';
+}
+
+}  // namespace
+
 std::string openai_completion_response(const router::completion& c, const router::chat_request& req,
                                        const response_ids& ids) {
   std::string out;
   append_head(out, ids, "text_completion");
-  out += ",\"choices\":[{\"index\":0,\"text\":";
-  append_json_string(out, c.text);
-  out += ",\"logprobs\":";
-  if (req.logprobs) append_legacy_logprobs(out, c.logprobs, 0);
-  else out += "null";
-  out += ",\"finish_reason\":";
-  append_finish(out, c.finish);
-  out += "}],\"usage\":";
+  out += ",\"choices\":[";
+  append_completion_choice(out, c.text, req.logprobs ? &c.logprobs : nullptr, c.finish);
+  out += "],\"usage\":";
   append_openai_usage(out, c.usage_);
   out += '}';
   return out;
@@ -279,14 +291,9 @@ std::string openai_completion_chunk_json(const router::chunk& c, const router::c
                                          const response_ids& ids) {
   std::string out;
   append_head(out, ids, "text_completion");
-  out += ",\"choices\":[{\"index\":0,\"text\":";
-  append_json_string(out, c.text);
-  out += ",\"logprobs\":";
-  if (req.logprobs && !c.logprobs.empty()) append_legacy_logprobs(out, c.logprobs, 0);
-  else out += "null";
-  out += ",\"finish_reason\":";
-  append_finish(out, c.finish);
-  out += "}]}";
+  out += ",\"choices\":[";
+  append_completion_choice(out, c.text, req.logprobs && !c.logprobs.empty() ? &c.logprobs : nullptr, c.finish);
+  out += "]}";
   return out;
 }
 
