@@ -3,6 +3,7 @@ process on /v1/chat/completions and /v1/completions, streaming and not, with log
 import http.client
 import json
 import os
+import time
 
 import openai
 import pytest
@@ -133,3 +134,33 @@ def test_official_sdk_against_the_local_model(local):
         model="small", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, temperature=0, stream=True)
         if c.choices)
     assert text == reply.choices[0].message.content
+
+
+def test_a_client_that_leaves_frees_its_sequence(workdir):
+    # One sequence slot: if the abandoned stream kept generating, the next request would wait behind it.
+    path = os.path.join(workdir, "local-one-slot.yaml")
+    with open(path, "w") as f:
+        f.write(f"""server: {{listen: 127.0.0.1, port: 0}}
+models:
+  small: {{kind: local, gguf: {json.dumps(MODEL)}, context_tokens: 1024, max_sequences: 1}}
+""")
+    s = SluiceProcess(path, workdir=workdir)
+    try:
+        conn = http.client.HTTPConnection(s.host, s.port, timeout=60)
+        body = {"model": "small", "messages": [{"role": "user", "content": "Write a very long story."}],
+                "max_tokens": 900, "temperature": 1.0, "seed": 1, "stream": True}
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.readline()  # the first event: generation is under way
+        conn.sock.shutdown(2)
+        conn.close()
+        t0 = time.monotonic()
+        status, _, doc = chat(s, "Say hi.", max_tokens=4)
+        elapsed = time.monotonic() - t0
+        assert status == 200, doc
+        # 900 tokens would take several seconds at ~100-150 tok/s; a freed slot answers at once.
+        assert elapsed < 3.0, f"the next request waited {elapsed:.1f} s behind the abandoned sequence"
+    finally:
+        s.stop()
