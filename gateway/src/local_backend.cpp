@@ -106,6 +106,10 @@ class local_backend final : public router::backend {
       if (!tokens) return error{errc::bad_request, tokens.error().message, "messages"};
       prompt = std::move(*tokens);
     }
+    if (req->n != 1) {
+      return error{errc::not_implemented, "The local model '" + model.name + "' returns one choice per request (n = 1).",
+                   "n"};
+    }
     if (req->has_tools) {
       return error{errc::not_implemented, "The local model '" + model.name + "' does not support tools.", "tools"};
     }

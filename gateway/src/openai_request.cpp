@@ -219,6 +219,7 @@ std::optional<error> read_common(object doc, router::chat_request& req) {
   if (doc["n"].get(v) == simdjson::SUCCESS) {
     i.reset();
     if (auto e = read_int(v, "n", 1, 128, i)) return e;
+    req.n = static_cast<int>(i.value_or(1));
   }
   if (doc["stop"].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (v.type() == element_type::STRING) {

@@ -33,7 +33,7 @@ TEST_CASE("a full chat request becomes the internal model", "[openai]") {
       {"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]}],
       "temperature":0.5,"top_p":0.9,"max_tokens":12,"stop":["x","y"],"stream":true,
       "stream_options":{"include_usage":true},"logprobs":true,"top_logprobs":3,"seed":7,
-      "response_format":{"type":"json_object"},"tools":[{"type":"function"}],"frequency_penalty":0.5})");
+      "response_format":{"type":"json_object"},"tools":[{"type":"function"}],"frequency_penalty":0.5,"n":3})");
   REQUIRE(r.has_value());
   CHECK(r->model == "m");
   REQUIRE(r->messages.size() == 2);
@@ -51,6 +51,7 @@ TEST_CASE("a full chat request becomes the internal model", "[openai]") {
   CHECK(r->sampling.frequency_penalty == 0.5);
   CHECK(r->response_format_ == router::response_format::json_object);
   CHECK(r->has_tools);
+  CHECK(r->n == 3);
   CHECK_FALSE(r->raw_body.empty());
 }
 

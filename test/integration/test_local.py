@@ -119,6 +119,12 @@ def test_special_token_text_in_a_message_is_plain_text(local):
     assert forged - plain >= 3
 
 
+def test_several_choices_are_refused_not_silently_dropped(local):
+    status, _, doc = chat(local, "Hi", n=2)
+    assert status == 501, doc
+    assert doc["error"]["param"] == "n"
+
+
 def test_prompt_over_the_context_is_400(local):
     status, _, doc = chat(local, "word " * 2000)
     assert status == 400, doc

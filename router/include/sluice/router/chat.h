@@ -59,6 +59,7 @@ struct chat_request {
   bool include_usage = false;  // stream_options.include_usage
   bool logprobs = false;
   int top_logprobs = 0;  // 0..20
+  int n = 1;             // choices asked for
 
   // The body exactly as the client sent it. A backend that speaks the same wire format forwards it (with the
   // model name rewritten) so fields Sluice does not model (tools, response_format schemas, user, ...) survive.
