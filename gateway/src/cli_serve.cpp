@@ -203,9 +203,9 @@ int run_serve(int argc, char** argv) {
   // Graceful shutdown: stop accepting, let requests in flight finish (connections close after their current
   // response), and stop when none is left or after the grace period. A second signal stops at once.
   asio::steady_timer drain_timer(ioc);
-  const auto drain_deadline = std::make_shared<std::chrono::steady_clock::time_point>();
+  std::chrono::steady_clock::time_point drain_deadline;  // set by the first signal
   std::function<void()> poll_drained = [&] {
-    if (state.requests_active.load() == 0 || std::chrono::steady_clock::now() >= *drain_deadline) {
+    if (state.requests_active.load() == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
       ioc.stop();
       return;
     }
@@ -224,7 +224,7 @@ int run_serve(int argc, char** argv) {
                  static_cast<long long>(shutdown_grace.count()));
     boost::system::error_code ignored;
     acceptor.close(ignored);
-    *drain_deadline = std::chrono::steady_clock::now() + shutdown_grace;
+    drain_deadline = std::chrono::steady_clock::now() + shutdown_grace;
     poll_drained();
     signals.async_wait(on_signal);
   };
