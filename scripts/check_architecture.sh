@@ -22,10 +22,12 @@ rule "router/ depends on policies/ only; it must not know which backend or trans
 rule "the engine owns compute threads; nothing else may spawn threads that could run model math or block I/O" \
      "std::thread/std::jthread in policies/ or router/ (gateway/ runs only the io_context pool)" \
      $(hits 'std::(j)?thread[^_]' policies router)
-rule "only main decides the process exits; library code returns errors as values" \
-     "exit(/abort( called outside main.cpp" $(src engine policies router gateway | grep -v 'gateway/src/main.cpp' | xargs -r grep -lE '(^|[^_a-z])(std::)?(exit|_Exit|quick_exit)\(' 2>/dev/null || true)
+rule "only main decides the process exits; library code returns errors as values (a crash loses every request in flight)" \
+     "exit(/abort( called outside main.cpp" $(src engine policies router gateway | grep -v 'gateway/src/main.cpp' | xargs -r grep -lE '(^|[^_a-z.>])(std::)?(exit|_Exit|quick_exit|abort)\(' 2>/dev/null || true)
 rule "the engine's narrow waist: no JSON/YAML/HTTP types in engine/" \
      "JSON/YAML/HTTP library used inside engine/" $(hits '#include *<(simdjson|yaml-cpp|boost/json|nlohmann)' engine)
+rule "CUDA is an engine backend: its types and headers must not leak past the engine's narrow waist" \
+     "CUDA headers included outside engine/" $(hits '#include *[<"](cuda|cuda_runtime|cuda_fp16|cublas_v2|cublasLt|cuda_runtime_api)[^>"]*[>"]' policies router gateway test/router test/gateway test/policies)
 rule "YAML is parsed once into typed config in policies/; the hot path never touches YAML" \
      "yaml-cpp included outside policies/" $(hits '#include *<yaml-cpp' engine router gateway)
 rule "every public header lives under include/sluice/<module>/ so ownership is obvious" \

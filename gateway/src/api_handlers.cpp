@@ -125,6 +125,30 @@ awaitable<bool> abandon(http_session& s, router::generation& gen, event_queue& q
   co_return false;
 }
 
+// The request was interrupted while its backend ran: the client left (499), or the server cut it at the end
+// of its drain grace (503 if nothing was sent yet, else an in-band error event ending the stream).
+awaitable<bool> interrupted(http_session& s, router::generation& gen, event_queue& q, const std::string& tier,
+                            clock::time_point t0, std::optional<double> ttft_s, bool stream_started) {
+  gen.cancel();
+  co_await drain(q);
+  if (q.interrupted() != event_queue::interruption::server_stopping) {
+    record(s, tier, 499, nullptr, t0, ttft_s);
+    co_return false;
+  }
+  const router::error e{router::errc::shutting_down, "The server is shutting down; the request was cut before it "
+                                                    "finished. Retry it."};
+  record(s, tier, router::info(e.code).http_status, nullptr, t0, ttft_s);
+  s.close_after_response();
+  if (!stream_started) {
+    co_await send_error(s, e);
+    co_return false;
+  }
+  if (co_await s.sse_send(openai_error_body(e))) {
+    if (co_await s.sse_send("[DONE]")) co_await s.sse_end();
+  }
+  co_return false;
+}
+
 // The backend failed before anything was sent to the client: a proper error status.
 awaitable<bool> fail(http_session& s, const std::string& tier, const router::error& e, clock::time_point t0) {
   record_failure(s, tier, e, false);
@@ -134,7 +158,7 @@ awaitable<bool> fail(http_session& s, const std::string& tier, const router::err
 
 awaitable<bool> serve_completion(http_session& s, router::result<router::chat_request> parsed, clock::time_point t0) {
   auto& state = s.state();
-  const in_flight counted(state.metrics);
+  const in_flight counted(state.metrics.get());
   if (!parsed) {
     record(s, "", router::info(parsed.error().code).http_status, nullptr, t0, std::nullopt);
     co_return co_await send_error(s, parsed.error());
@@ -158,7 +182,7 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
     router::completion acc;  // chunks from backends that stream even for non-streaming requests
     for (;;) {
       auto ev = co_await queue->next();
-      if (!ev) co_return co_await abandon(s, **gen, *queue, tier, t0, std::nullopt);
+      if (!ev) co_return co_await interrupted(s, **gen, *queue, tier, t0, std::nullopt, false);
       if (auto* c = std::get_if<router::chunk>(&*ev)) {
         acc.text += c->text;
         acc.logprobs.insert(acc.logprobs.end(), c->logprobs.begin(), c->logprobs.end());
@@ -185,7 +209,7 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
   std::optional<double> ttft_s;
   for (;;) {
     auto ev = co_await queue->next();
-    if (!ev) co_return co_await abandon(s, **gen, *queue, tier, t0, ttft_s);
+    if (!ev) co_return co_await interrupted(s, **gen, *queue, tier, t0, ttft_s, started);
     if (!started) {
       if (auto* done = std::get_if<1>(&*ev); done && !*done) co_return co_await fail(s, tier, done->error(), t0);
       started = true;

@@ -4,13 +4,10 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <cstdio>
-#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +17,7 @@
 #include "gateway_metrics.h"
 #include "http_session.h"
 #include "local_backend.h"
+#include "shutdown.h"
 #include "upstream_openai.h"
 
 namespace sluice::gateway {
@@ -29,9 +27,6 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-// How long a SIGTERM waits for requests in flight before the process exits anyway.
-constexpr std::chrono::seconds shutdown_grace{10};
-
 void print_errors(const std::vector<policies::load_error>& errors) {
   for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
 }
@@ -40,15 +35,16 @@ void print_errors(const std::vector<policies::load_error>& errors) {
 // coroutine body runs.
 asio::awaitable<void> run_session(std::shared_ptr<http_session> session) { co_await session->run(); }
 
-asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, server_state& state) {
+// Owns what it uses (the acceptor and the server state) so that it can outlive run_serve's locals.
+asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::shared_ptr<server_state> state) {
   for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(acceptor.get_executor()),
-                                                       asio::as_tuple(asio::use_awaitable));
+    auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(acceptor->get_executor()),
+                                                        asio::as_tuple(asio::use_awaitable));
     if (ec) {
-      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
       continue;  // e.g. EMFILE: keep serving the connections we have
     }
-    if (state.connections_open.load(std::memory_order_relaxed) >= state.policy->server.max_connections) {
+    if (state->connections_open.load(std::memory_order_relaxed) >= state->policy->server.max_connections) {
       continue;  // over the limit: the socket closes as it goes out of scope
     }
     boost::system::error_code nec;
@@ -85,8 +81,7 @@ int run_validate(int argc, char** argv) {
 
 int run_serve(int argc, char** argv) {
   std::string config;
-  std::optional<int> port;
-  std::string listen;
+  policies::server_overrides overrides;
   for (int i = 0; i < argc; ++i) {
     const std::string_view a = argv[i];
     auto value = [&](const char* name) -> const char* {
@@ -109,16 +104,27 @@ int run_serve(int argc, char** argv) {
         std::fprintf(stderr, "sluice serve: --port must be 0..65535, got '%s'\n", v);
         return 2;
       }
-      port = static_cast<int>(p);
+      overrides.port = static_cast<uint16_t>(p);
     } else if (a == "--listen") {
       const char* v = value("--listen");
       if (!v) return 2;
-      listen = v;
+      overrides.listen_address = v;
+    } else if (a == "--shutdown-grace") {
+      const char* v = value("--shutdown-grace");
+      if (!v) return 2;
+      char* end = nullptr;
+      const double seconds = std::strtod(v, &end);
+      if (*end != '\0' || !(seconds >= 0.0 && seconds <= 86400.0)) {
+        std::fprintf(stderr, "sluice serve: --shutdown-grace must be a number of seconds in 0..86400, got '%s'\n", v);
+        return 2;
+      }
+      overrides.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: sluice serve --config FILE [--port N] [--listen ADDR]\n");
+      std::printf("usage: sluice serve --config FILE [--port N] [--listen ADDR] [--shutdown-grace SECONDS]\n");
       return 0;
     } else {
-      std::fprintf(stderr, "sluice serve: unknown option '%s' (valid: --config, --port, --listen)\n", argv[i]);
+      std::fprintf(stderr, "sluice serve: unknown option '%s' (valid: --config, --port, --listen, --shutdown-grace)\n",
+                   argv[i]);
       return 2;
     }
   }
@@ -126,14 +132,12 @@ int run_serve(int argc, char** argv) {
     std::fprintf(stderr, "sluice serve: --config FILE is required\n");
     return 2;
   }
-  auto loaded = policies::load_policy_file(config);
+  auto loaded = policies::load_policy_file(config, overrides);
   if (!loaded) {
     print_errors(loaded.error());
     return 1;
   }
-  auto policy = std::const_pointer_cast<policies::policy>(*loaded);
-  if (port) policy->server.port = static_cast<uint16_t>(*port);
-  if (!listen.empty()) policy->server.listen_address = listen;
+  const std::shared_ptr<const policies::policy> policy = *loaded;
   for (const auto& name : policies::missing_api_keys(*policy)) {
     const auto* m = policy->find_model(name);
     std::fprintf(stderr,
@@ -144,6 +148,8 @@ int run_serve(int argc, char** argv) {
 
   const int threads = policy->server.threads > 0 ? policy->server.threads
                                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Declared first so that it is destroyed last: coroutines still suspended when it goes are destroyed with
+  // it, and everything they touch is owned by the shared server_state they hold.
   asio::io_context ioc(threads);
 
   router::backend_map backends;
@@ -171,14 +177,14 @@ int run_serve(int argc, char** argv) {
     }
   }
 
-  const std::vector<std::string> names = policy->model_names();
-  gateway_metrics metrics(names);
-  server_state state;
-  state.policy = policy;
-  state.router = std::make_shared<router::router>(policy, std::move(backends));
-  state.metrics = &metrics;
+  auto state = std::make_shared<server_state>();
+  state->policy = policy;
+  state->metrics = std::make_shared<gateway_metrics>(policy->model_names());
+  std::vector<std::shared_ptr<router::backend>> all_backends;
+  for (const auto& [name, b] : backends) all_backends.push_back(b);
+  state->router = std::make_shared<router::router>(policy, std::move(backends));
 
-  tcp::acceptor acceptor(ioc);
+  auto acceptor = std::make_shared<tcp::acceptor>(ioc);
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(policy->server.listen_address, ec);
   if (ec) {
@@ -186,51 +192,22 @@ int run_serve(int argc, char** argv) {
     return 1;
   }
   const tcp::endpoint endpoint(address, policy->server.port);
-  if (acceptor.open(endpoint.protocol(), ec); !ec) {
-    acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-    acceptor.bind(endpoint, ec);
+  if (acceptor->open(endpoint.protocol(), ec); !ec) {
+    acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    acceptor->bind(endpoint, ec);
   }
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     std::fprintf(stderr, "sluice: cannot listen on %s:%u: %s\n", policy->server.listen_address.c_str(),
                  policy->server.port, ec.message().c_str());
     return 1;
   }
-  const auto bound = acceptor.local_endpoint();
+  const auto bound = acceptor->local_endpoint();
   const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
 
-  asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  // Graceful shutdown: stop accepting, let requests in flight finish (connections close after their current
-  // response), and stop when none is left or after the grace period. A second signal stops at once.
-  asio::steady_timer drain_timer(ioc);
-  std::chrono::steady_clock::time_point drain_deadline;  // set by the first signal
-  std::function<void()> poll_drained = [&] {
-    if (state.requests_active.load() == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
-      ioc.stop();
-      return;
-    }
-    drain_timer.expires_after(std::chrono::milliseconds(20));
-    drain_timer.async_wait([&](const boost::system::error_code&) { poll_drained(); });
-  };
-  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
-                                                                               int sig) {
-    if (ec) return;
-    if (state.draining.exchange(true)) {
-      std::fprintf(stderr, "sluice: signal %d again, stopping now\n", sig);
-      ioc.stop();
-      return;
-    }
-    std::fprintf(stderr, "sluice: signal %d, finishing requests in flight (up to %lld s)\n", sig,
-                 static_cast<long long>(shutdown_grace.count()));
-    boost::system::error_code ignored;
-    acceptor.close(ignored);
-    drain_deadline = std::chrono::steady_clock::now() + shutdown_grace;
-    poll_drained();
-    signals.async_wait(on_signal);
-  };
-  signals.async_wait(on_signal);
+  std::make_shared<graceful_shutdown>(ioc, state, acceptor)->arm();
   asio::co_spawn(asio::make_strand(ioc), accept_loop(acceptor, state), asio::detached);
-  state.ready = true;
+  state->ready = true;
   std::printf("sluice: listening on http://%s:%u\n", host.c_str(), bound.port());
   std::fflush(stdout);
 
@@ -238,6 +215,10 @@ int run_serve(int argc, char** argv) {
   for (int i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
   ioc.run();
   for (auto& t : pool) t.join();
+  // The network has stopped: stop the backends' own threads (the engine's) while the io_context they post
+  // to still exists. Their last callbacks are queued and dropped with it.
+  for (const auto& b : all_backends) b->stop();
+  std::fprintf(stderr, "sluice: stopped\n");
   return 0;
 }
 

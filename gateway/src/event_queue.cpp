@@ -22,14 +22,14 @@ void event_queue::push(backend_event ev) {
 void event_queue::on_chunk(router::chunk c) { push(std::move(c)); }
 void event_queue::on_done(router::result<router::completion> r) { push(std::move(r)); }
 
-void event_queue::client_gone() {
-  gone_ = true;
+void event_queue::interrupt(interruption why) {
+  if (interrupted_ == interruption::none) interrupted_ = why;
   bell_.cancel();
 }
 
 asio::awaitable<std::optional<backend_event>> event_queue::next(bool ignore_gone) {
   while (events_.empty()) {
-    if (gone_ && !ignore_gone) co_return std::nullopt;
+    if (interrupted_ != interruption::none && !ignore_gone) co_return std::nullopt;
     bell_.expires_at(asio::steady_timer::time_point::max());
     co_await bell_.async_wait(asio::as_tuple(asio::use_awaitable));
   }

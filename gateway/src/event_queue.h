@@ -23,11 +23,16 @@ class event_queue final : public router::generation_sink, public std::enable_sha
   void on_chunk(router::chunk c) override;
   void on_done(router::result<router::completion> r) override;
 
-  // The next event; nullopt when the client went away first (see client_gone), unless `ignore_gone`.
+  // Why next() returned nullopt: the request must stop before its backend finished.
+  enum class interruption { none, client_gone, server_stopping };
+
+  // The next event; nullopt when the request was interrupted first (see interrupted()), unless `ignore_gone`.
   boost::asio::awaitable<std::optional<backend_event>> next(bool ignore_gone = false);
 
-  // The client closed its connection: wakes next(). Call on the strand.
-  void client_gone();
+  // The client closed its connection, or the server cut the request at the end of its drain grace: wakes
+  // next(). The first reason sticks. Call on the strand.
+  void interrupt(interruption why);
+  interruption interrupted() const { return interrupted_; }
 
  private:
   void push(backend_event ev);
@@ -35,7 +40,7 @@ class event_queue final : public router::generation_sink, public std::enable_sha
   boost::asio::any_io_executor strand_;
   boost::asio::steady_timer bell_;
   std::deque<backend_event> events_;
-  bool gone_ = false;
+  interruption interrupted_ = interruption::none;
 };
 
 }  // namespace sluice::gateway

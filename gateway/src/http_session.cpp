@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "api_handlers.h"
+#include "server_state.h"
 #include "event_queue.h"
 #include "json_util.h"
 
@@ -70,8 +71,8 @@ std::string make_request_id() {
   return id;
 }
 
-http_session::http_session(beast::tcp_stream stream, server_state& state)
-    : stream_(std::move(stream)), state_(state) {}
+http_session::http_session(beast::tcp_stream stream, std::shared_ptr<server_state> state)
+    : stream_(std::move(stream)), state_(std::move(state)) {}
 
 awaitable<bool> http_session::write_raw(std::string_view bytes) {
   stream_.expires_after(write_timeout);
@@ -123,12 +124,14 @@ awaitable<bool> http_session::sse_end() { co_return co_await write_raw("0\r\n\r\
 
 void http_session::watch_client(std::weak_ptr<event_queue> q) {
   watching_ = ++watch_epoch_;
+  watched_ = q;
   arm_watch(watching_, std::move(q));
 }
 
 void http_session::stop_watching() {
   if (watching_ == 0) return;
   watching_ = 0;
+  watched_.reset();
   boost::system::error_code ec;
   stream_.socket().cancel(ec);  // the watch is the only operation pending on the socket now
 }
@@ -148,7 +151,7 @@ void http_session::arm_watch(uint64_t epoch, std::weak_ptr<event_queue> q) {
         return;
       }
     }
-    if (auto queue = q.lock()) queue->client_gone();
+    if (auto queue = q.lock()) queue->interrupt(event_queue::interruption::client_gone);
   };
   stream_.socket().async_wait(asio::ip::tcp::socket::wait_read, std::move(on_ready));
 }
@@ -164,70 +167,123 @@ awaitable<void> http_session::reply_and_close(int status, std::string_view messa
   co_await write_raw(res);
 }
 
+void http_session::close_if_idle() {
+  if (phase_ == phase::idle) stream_.cancel();
+}
+
+void http_session::cut() {
+  cut_ = true;
+  if (phase_ != phase::serving) {
+    stream_.cancel();  // waiting for or receiving a request: the read ends, serve() answers 503 if it began
+  } else if (auto q = watched_.lock()) {
+    q->interrupt(event_queue::interruption::server_stopping);
+  }
+}
+
+void http_session::force_close() {
+  beast::error_code ec;
+  stream_.socket().close(ec);  // every pending operation completes with an error
+}
+
 awaitable<void> http_session::run() {
-  const auto& cfg = state_.policy->server;
-  state_.connections_open.fetch_add(1, std::memory_order_relaxed);
-  if (state_.metrics) state_.metrics->connection_opened();
+  const uint64_t registration = state_->sessions.add(weak_from_this());
+  state_->connections_open.fetch_add(1, std::memory_order_relaxed);
+  if (state_->metrics) state_->metrics->connection_opened();
+  co_await serve();
+  beast::error_code ec;
+  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  state_->connections_open.fetch_sub(1, std::memory_order_relaxed);
+  if (state_->metrics) state_->metrics->connection_closed();
+  state_->sessions.remove(registration);
+}
+
+awaitable<void> http_session::serve() {
+  const auto& cfg = state_->policy->server;
+  const std::string shutting_down = "The server is shutting down; retry the request.";
   for (int served = 0;; ++served) {
     // Wait for the first byte of the next request (idle keep-alive time), then give the whole head a
     // total deadline: a slowloris client cannot hold the connection by trickling bytes.
     if (buffer_.size() == 0) {
+      if (state_->draining.load(std::memory_order_relaxed) || cut_) co_return;
+      phase_ = phase::idle;
       stream_.expires_after(served == 0 ? cfg.header_timeout : cfg.idle_timeout);
       auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(8192), tok);
-      if (ec) break;
+      if (ec) co_return;
       buffer_.commit(n);
     }
+    phase_ = phase::receiving;
     http::request_parser<http::string_body> parser;
     parser.header_limit(32 * 1024);
     parser.body_limit(cfg.max_body_bytes);
     stream_.expires_after(cfg.header_timeout);
     auto [hec, hn] = co_await http::async_read_header(stream_, buffer_, parser, tok);
     if (hec) {
-      if (hec == http::error::header_limit) co_await reply_and_close(431, "Request header fields too large.");
+      if (cut_) co_await reply_and_close(503, shutting_down);
+      else if (hec == http::error::header_limit) co_await reply_and_close(431, "Request header fields too large.");
       else if (hec == http::error::body_limit)  // Beast checks Content-Length against the limit with the head
         co_await reply_and_close(413, "Request body is larger than the limit of " +
                                           std::to_string(cfg.max_body_bytes) + " bytes.");
       else if (hec != beast::error::timeout && hec != http::error::end_of_stream && hec != asio::error::eof)
         co_await reply_and_close(400, "Malformed HTTP request.");
-      break;
+      co_return;
     }
     request_id_ = make_request_id();
     if (auto problem = framing_problem(parser.get()); !problem.empty()) {
       co_await reply_and_close(400, "Bad request framing: " + problem + ".");
-      break;
+      co_return;
     }
     if (auto cl = parser.content_length(); cl && *cl > cfg.max_body_bytes) {
       co_await reply_and_close(413, "Request body is larger than the limit of " + std::to_string(cfg.max_body_bytes) +
                                         " bytes.");
-      break;
+      co_return;
     }
     if (boost::iequals(parser.get()[http::field::expect], "100-continue")) {
-      if (!co_await write_raw("HTTP/1.1 100 Continue\r\n\r\n")) break;
+      if (!co_await write_raw("HTTP/1.1 100 Continue\r\n\r\n")) co_return;
     }
     stream_.expires_after(cfg.body_timeout);
     auto [bec, bn] = co_await http::async_read(stream_, buffer_, parser, tok);
     stream_.expires_never();
-    if (bec == http::error::body_limit) {
-      co_await reply_and_close(413, "Request body is larger than the limit of " + std::to_string(cfg.max_body_bytes) +
-                                        " bytes.");
-      break;
-    }
     if (bec) {
-      if (bec != beast::error::timeout && bec != http::error::partial_message)
+      if (cut_) co_await reply_and_close(503, shutting_down);
+      else if (bec == http::error::body_limit)
+        co_await reply_and_close(413, "Request body is larger than the limit of " +
+                                          std::to_string(cfg.max_body_bytes) + " bytes.");
+      else if (bec != beast::error::timeout && bec != http::error::partial_message)
         co_await reply_and_close(400, "Malformed HTTP request body.");
-      break;
+      co_return;
     }
     request_ = parser.release();
-    keep_alive_ = request_.keep_alive() && !state_.draining.load(std::memory_order_relaxed);
-    state_.requests_active.fetch_add(1, std::memory_order_relaxed);
+    keep_alive_ = request_.keep_alive() && !state_->draining.load(std::memory_order_relaxed);
+    phase_ = phase::serving;
+    state_->requests_active.fetch_add(1, std::memory_order_relaxed);
     const bool again = co_await handle_request(*this);
-    state_.requests_active.fetch_sub(1, std::memory_order_relaxed);
-    if (!again || state_.draining.load(std::memory_order_relaxed)) break;
+    state_->requests_active.fetch_sub(1, std::memory_order_relaxed);
+    if (!again || state_->draining.load(std::memory_order_relaxed)) co_return;
   }
-  beast::error_code ec;
-  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
-  state_.connections_open.fetch_sub(1, std::memory_order_relaxed);
-  if (state_.metrics) state_.metrics->connection_closed();
+}
+
+uint64_t session_registry::add(std::weak_ptr<http_session> s) {
+  std::lock_guard lock(mutex_);
+  const uint64_t id = next_id_++;
+  sessions_.emplace(id, std::move(s));
+  return id;
+}
+
+void session_registry::remove(uint64_t id) {
+  std::lock_guard lock(mutex_);
+  sessions_.erase(id);
+}
+
+void session_registry::for_each(const std::function<void(const std::shared_ptr<http_session>&)>& f) const {
+  std::vector<std::shared_ptr<http_session>> alive;
+  {
+    std::lock_guard lock(mutex_);
+    alive.reserve(sessions_.size());
+    for (const auto& [id, w] : sessions_) {
+      if (auto s = w.lock()) alive.push_back(std::move(s));
+    }
+  }
+  for (const auto& s : alive) f(s);
 }
 
 }  // namespace sluice::gateway

@@ -19,20 +19,20 @@ router::finish_reason map_finish(engine::finish_reason r) {
 
 class local_generation final : public router::generation, public engine::sequence_observer {
  public:
-  local_generation(engine::engine& eng, std::shared_ptr<router::generation_sink> sink, bool logprobs,
+  local_generation(std::weak_ptr<engine::engine> eng, std::shared_ptr<router::generation_sink> sink, bool logprobs,
                    std::string model_name)
-      : engine_(eng), sink_(std::move(sink)), logprobs_(logprobs), model_name_(std::move(model_name)) {}
+      : engine_(std::move(eng)), sink_(std::move(sink)), logprobs_(logprobs), model_name_(std::move(model_name)) {}
 
   void set_id(engine::sequence_id id) {
     std::lock_guard lock(mutex_);
     id_ = id;
-    if (cancel_requested_) engine_.cancel(id);
+    if (cancel_requested_) cancel_locked();
   }
 
   void cancel() override {
     std::lock_guard lock(mutex_);
     cancel_requested_ = true;
-    if (id_) engine_.cancel(*id_);
+    if (id_) cancel_locked();
   }
 
   void on_token(const engine::token_event& ev) override {
@@ -73,7 +73,11 @@ class local_generation final : public router::generation, public engine::sequenc
   }
 
  private:
-  engine::engine& engine_;
+  void cancel_locked() {
+    if (auto eng = engine_.lock()) eng->cancel(*id_);  // a stopped engine has already finished the sequence
+  }
+
+  std::weak_ptr<engine::engine> engine_;  // the backend owns it; stop() destroys it
   std::shared_ptr<router::generation_sink> sink_;
   bool logprobs_;
   std::string model_name_;
@@ -86,6 +90,9 @@ class local_generation final : public router::generation, public engine::sequenc
 class local_backend final : public router::backend {
  public:
   explicit local_backend(std::unique_ptr<engine::engine> eng) : engine_(std::move(eng)) {}
+
+  // Cancels what is still running and joins the engine's threads (the engine's destructor does both).
+  void stop() override { engine_.reset(); }
 
   router::result<std::shared_ptr<router::generation>> start(std::shared_ptr<const router::chat_request> req,
                                                             const policies::model_config& model,
@@ -140,7 +147,7 @@ class local_backend final : public router::backend {
     p.logprobs = req->logprobs;
     p.top_logprobs = req->top_logprobs;
 
-    auto gen = std::make_shared<local_generation>(*engine_, std::move(sink), req->logprobs, model.name);
+    auto gen = std::make_shared<local_generation>(engine_, std::move(sink), req->logprobs, model.name);
     auto id = engine_->submit(std::move(prompt), p, gen);
     if (!id) {
       const errc code = id.error().code == engine::errc::overloaded         ? errc::overloaded
@@ -153,7 +160,7 @@ class local_backend final : public router::backend {
   }
 
  private:
-  std::unique_ptr<engine::engine> engine_;
+  std::shared_ptr<engine::engine> engine_;
 };
 
 }  // namespace

@@ -29,7 +29,8 @@ using key_list = std::span<const std::string_view>;
 constexpr std::string_view top_keys[] = {"server", "models"};
 constexpr std::string_view server_keys[] = {"listen",          "port",           "threads",
                                             "max_body_bytes",  "header_timeout_ms", "body_timeout_ms",
-                                            "idle_timeout_ms", "request_timeout_ms", "max_connections"};
+                                            "idle_timeout_ms", "request_timeout_ms", "max_connections",
+                                            "shutdown_grace_ms"};
 constexpr std::string_view remote_model_keys[] = {"kind", "base_url", "model", "api_key_env", "timeout_ms",
                                                   "cost_per_mtok", "tls_ca_file"};
 constexpr std::string_view local_model_keys[] = {"kind",    "gguf",           "chat_template", "threads",
@@ -64,13 +65,31 @@ std::optional<std::chrono::milliseconds> read_ms(error_sink& sink, const field& 
   return std::chrono::milliseconds{*v};
 }
 
+bool is_ip_literal(const std::string& s) {
+  unsigned char buffer[sizeof(in6_addr)];
+  return inet_pton(AF_INET, s.c_str(), buffer) == 1 || inet_pton(AF_INET6, s.c_str(), buffer) == 1;
+}
+
+// Command-line values replace the YAML's before the policy is frozen; they are checked like YAML values.
+void apply_overrides(error_sink& sink, const server_overrides& o, server_config& out) {
+  if (o.port) out.port = *o.port;
+  if (o.listen_address) {
+    if (is_ip_literal(*o.listen_address)) out.listen_address = *o.listen_address;
+    else sink.add_unplaced("--listen must be an IP address such as 127.0.0.1, 0.0.0.0 or ::1, got " +
+                           in_quotes(*o.listen_address));
+  }
+  if (o.shutdown_grace) {
+    if (o.shutdown_grace->count() >= 0 && o.shutdown_grace->count() <= max_timeout_ms) out.shutdown_grace = *o.shutdown_grace;
+    else sink.add_unplaced("--shutdown-grace must be between 0 and 86400 seconds");
+  }
+}
+
 void load_server(error_sink& sink, const field& section, server_config& out) {
   for (const field& f : detail::read_map(sink, section.value, section.key_mark, "server", server_keys, server_keys)) {
     if (f.key == "listen") {
       auto s = detail::read_string(sink, f);
       if (!s) continue;
-      unsigned char buffer[sizeof(in6_addr)];
-      if (inet_pton(AF_INET, s->c_str(), buffer) != 1 && inet_pton(AF_INET6, s->c_str(), buffer) != 1) {
+      if (!is_ip_literal(*s)) {
         sink.add(f.value_mark(), "'listen' must be an IP address such as 127.0.0.1, 0.0.0.0 or ::1, got " + in_quotes(*s));
         continue;
       }
@@ -98,6 +117,8 @@ void load_server(error_sink& sink, const field& section, server_config& out) {
       if (auto v = read_ms(sink, f, 1)) out.request_timeout = *v;
     } else if (f.key == "max_connections") {
       if (auto v = detail::read_int(sink, f, 1, 1'000'000)) out.max_connections = static_cast<uint32_t>(*v);
+    } else if (f.key == "shutdown_grace_ms") {
+      if (auto v = read_ms(sink, f, 0)) out.shutdown_grace = *v;
     }
   }
 }
@@ -309,7 +330,8 @@ bool check_single_document(error_sink& sink, const std::string& text) {
   return true;
 }
 
-load_result load_text(std::string_view yaml, std::string source, const std::filesystem::path& base_dir) {
+load_result load_text(std::string_view yaml, std::string source, const std::filesystem::path& base_dir,
+                      const server_overrides& overrides) {
   error_sink sink(source);
   auto result = std::make_shared<policy>();
   result->source = source;
@@ -331,6 +353,7 @@ load_result load_text(std::string_view yaml, std::string source, const std::file
       }
       if (root.IsMap() && !saw_models) sink.add_unplaced("the policy has no 'models' section; define at least one model");
     }
+    apply_overrides(sink, overrides, result->server);
   } catch (const YAML::Exception& e) {
     // Syntax errors stop yaml-cpp's parser, so there is at most one of them.
     sink.add(e.mark, "invalid YAML: " + e.msg);
@@ -351,17 +374,18 @@ load_result load_text(std::string_view yaml, std::string source, const std::file
 
 }  // namespace
 
-load_result load_policy_string(std::string_view yaml, std::string_view source_name) {
+load_result load_policy_string(std::string_view yaml, std::string_view source_name,
+                               const server_overrides& overrides) {
   // Relative gguf paths resolve against the source's folder when the source names a file, else the cwd.
   std::filesystem::path base_dir;
   if (!source_name.empty() && source_name.front() != '<') {
     std::error_code ec;
     base_dir = std::filesystem::absolute(std::filesystem::path(source_name), ec).parent_path();
   }
-  return load_text(yaml, std::string(source_name), base_dir);
+  return load_text(yaml, std::string(source_name), base_dir, overrides);
 }
 
-load_result load_policy_file(const std::string& path) {
+load_result load_policy_file(const std::string& path, const server_overrides& overrides) {
   constexpr std::uintmax_t max_policy_bytes = 16 << 20;  // policies are small; refuse to slurp a device or a log
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
@@ -382,7 +406,7 @@ load_result load_policy_file(const std::string& path) {
     }
   }
   if (!problem.empty()) return std::vector<load_error>{load_error{path, 0, 0, problem}};
-  return load_policy_string(text, path);
+  return load_policy_string(text, path, overrides);
 }
 
 }  // namespace sluice::policies

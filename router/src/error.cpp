@@ -21,6 +21,7 @@ const error_info& info(errc e) {
       /* upstream_rate_limited */ {429, "api_error", "rate_limit_error", "upstream_rate_limited", true},
       /* overloaded */ {503, "api_error", "overloaded_error", "overloaded", true},
       /* cancelled */ {499, "api_error", "api_error", "cancelled", false},
+      /* shutting_down */ {503, "api_error", "overloaded_error", "server_shutting_down", true},
       /* not_implemented */ {501, "invalid_request_error", "invalid_request_error", "not_implemented", true},
       /* internal */ {500, "api_error", "api_error", "internal_error", false},
   };

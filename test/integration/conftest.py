@@ -39,6 +39,7 @@ MODELS = {
     "fake-drop": ("drop-mid-stream", 5000),
     "fake-reset-mid": ("reset-mid-stream", 5000),
     "fake-timeout": ("slow:3000", 300),
+    "fake-slow": ("slow:8000", 20000),
     "fake-stream-slow": ("stream-delay:300,chunks:4", 10000),
     "fake-stream-long": ("stream-delay:200,chunks:40", 20000),
 }

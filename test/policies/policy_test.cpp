@@ -394,3 +394,33 @@ TEST_CASE("the shipped default.yaml is valid", "[policy]") {
   CHECK(remote->price.cached_input_usd == 0.075);
   CHECK(remote->price.output_usd == 0.60);
 }
+
+TEST_CASE("shutdown_grace_ms has a default and a range", "[policy]") {
+  CHECK(load_ok(minimal)->server.shutdown_grace == std::chrono::milliseconds(10'000));
+  auto p = load_ok(std::string("server: {shutdown_grace_ms: 0}\n") + std::string(minimal));
+  CHECK(p->server.shutdown_grace == std::chrono::milliseconds(0));
+  auto errs = errors_of(std::string("server: {shutdown_grace_ms: -1}\n") + std::string(minimal));
+  REQUIRE(errs.size() == 1);
+  CHECK(starts_with(errs[0], "1:29: "));
+}
+
+TEST_CASE("command-line overrides apply before the policy is frozen, checked like YAML values", "[policy]") {
+  server_overrides o;
+  o.port = 0;
+  o.listen_address = "::1";
+  o.shutdown_grace = std::chrono::milliseconds(1500);
+  auto r = load_policy_string(std::string("server: {port: 9000, listen: 0.0.0.0}\n") + std::string(minimal),
+                              "<string>", o);
+  REQUIRE(r.has_value());
+  const policy& p = **r;
+  CHECK(p.server.port == 0);
+  CHECK(p.server.listen_address == "::1");
+  CHECK(p.server.shutdown_grace == std::chrono::milliseconds(1500));
+
+  server_overrides bad;
+  bad.listen_address = "localhost";
+  auto e = load_policy_string(minimal, "<string>", bad);
+  REQUIRE_FALSE(e.has_value());
+  REQUIRE(e.error().size() == 1);
+  CHECK(e.error()[0].message.find("--listen must be an IP address") != std::string::npos);
+}

@@ -25,6 +25,17 @@ struct server_config {
   std::chrono::milliseconds idle_timeout{60'000};     // keep-alive idle time between requests
   std::chrono::milliseconds request_timeout{600'000}; // default upstream deadline for a whole request
   uint32_t max_connections = 10'000;
+  // On SIGTERM/SIGINT: how long requests in flight may run before they are cut (streams get an in-band
+  // error event, unanswered requests a 503). A second signal cuts at once.
+  std::chrono::milliseconds shutdown_grace{10'000};
+};
+
+// Settings given on the command line (`sluice serve --port ...`). They are applied by the loader, before the
+// policy is frozen, and checked like the YAML values they replace.
+struct server_overrides {
+  std::optional<uint16_t> port;
+  std::optional<std::string> listen_address;
+  std::optional<std::chrono::milliseconds> shutdown_grace;
 };
 
 enum class model_kind { openai, anthropic, local };
@@ -90,8 +101,9 @@ using load_result = boost::system::result<std::shared_ptr<const policy>, std::ve
 // Both return the validated policy or every error found (never throw; see docs/policy.md for the schema).
 // Relative gguf paths resolve against the policy file's folder; for load_policy_string, against the folder of
 // `source_name` when it names a file, else (names like "<string>") they stay relative to the working directory.
-load_result load_policy_file(const std::string& path);
-load_result load_policy_string(std::string_view yaml, std::string_view source_name = "<string>");
+load_result load_policy_file(const std::string& path, const server_overrides& overrides = {});
+load_result load_policy_string(std::string_view yaml, std::string_view source_name = "<string>",
+                               const server_overrides& overrides = {});
 
 // Names of the models whose api_key_env variable is unset or empty in this process's environment. The loader
 // never reads secrets (`sluice validate` works without them); the gateway calls this at serve time to warn.

@@ -37,6 +37,9 @@ class backend {
   virtual result<std::shared_ptr<generation>> start(std::shared_ptr<const chat_request> req,
                                                     const policies::model_config& model,
                                                     std::shared_ptr<generation_sink> sink) = 0;
+  // Stops the backend's own threads at shutdown, after the network has stopped; start() is not called again.
+  // Generations still running finish with errc::cancelled (their sinks may drop that callback).
+  virtual void stop() {}
 };
 
 }  // namespace sluice::router

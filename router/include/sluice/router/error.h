@@ -24,6 +24,7 @@ enum class errc {
   upstream_rate_limited,// upstream 429
   overloaded,           // local engine queue full, shutting down
   cancelled,            // the client went away
+  shutting_down,        // the gateway is stopping and cut the request at the end of its drain grace
   not_implemented,      // a feature the chosen tier does not support
   internal,             // a bug: logged loudly
 };
