@@ -11,7 +11,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "gateway_metrics.h"
+#include "ops/gateway_metrics.h"
 #include "sluice/policies/policy.h"
 #include "sluice/router/router.h"
 

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "openai_codec.h"
+#include "api/openai_codec.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string body(reinterpret_cast<const char*>(data), size);

@@ -10,7 +10,7 @@
 
 #include <unistd.h>
 
-#include "gateway_metrics.h"
+#include "ops/gateway_metrics.h"
 
 using namespace sluice::gateway;
 

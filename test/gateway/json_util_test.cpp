@@ -1,7 +1,7 @@
 // JSON helpers: escaping (including invalid UTF-8) and the top-level member scanner used for rewriting.
 #include <catch2/catch.hpp>
 
-#include "json_util.h"
+#include "api/json_util.h"
 
 using namespace sluice::gateway;
 

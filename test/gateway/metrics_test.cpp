@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "metrics.h"
+#include "ops/metrics.h"
 
 using namespace sluice::gateway;
 

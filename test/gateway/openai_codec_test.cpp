@@ -4,7 +4,7 @@
 
 #include <simdjson.h>
 
-#include "openai_codec.h"
+#include "api/openai_codec.h"
 
 using namespace sluice;
 using namespace sluice::gateway;

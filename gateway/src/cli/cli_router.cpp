@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "sluice/router/classifier.h"
 #include "sluice/router/routing_metrics.h"
 #include "sluice/router/train.h"

@@ -1,5 +1,5 @@
 // See http_session.h.
-#include "http_session.h"
+#include "http/http_session.h"
 
 #include <boost/algorithm/string/predicate.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -10,10 +10,10 @@
 #include <random>
 #include <sys/socket.h>
 
-#include "api_handlers.h"
+#include "api/api_handlers.h"
 #include "server_state.h"
-#include "event_queue.h"
-#include "json_util.h"
+#include "api/event_queue.h"
+#include "api/json_util.h"
 
 namespace sluice::gateway {
 

@@ -1,6 +1,6 @@
 // See upstream_openai.h. One coroutine per upstream call, on its own strand; connections are pooled per
 // backend and reused when the upstream keeps them alive.
-#include "upstream_openai.h"
+#include "upstream/upstream_openai.h"
 
 #include <simdjson.h>
 
@@ -18,7 +18,7 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "openai_codec.h"
+#include "api/openai_codec.h"
 
 namespace sluice::gateway {
 

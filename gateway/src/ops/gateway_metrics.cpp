@@ -1,5 +1,5 @@
 // The gateway's metric declarations and recording; see gateway_metrics.h and docs/metrics.md.
-#include "gateway_metrics.h"
+#include "ops/gateway_metrics.h"
 
 #include <algorithm>
 

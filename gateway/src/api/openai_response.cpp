@@ -2,8 +2,8 @@
 // chunks and errors.
 #include <simdjson.h>
 
-#include "json_util.h"
-#include "openai_codec.h"
+#include "api/json_util.h"
+#include "api/openai_codec.h"
 
 namespace sluice::gateway {
 

@@ -4,8 +4,8 @@
 #include <set>
 #include <string>
 
-#include "json_util.h"
-#include "openai_codec.h"
+#include "api/json_util.h"
+#include "api/openai_codec.h"
 
 namespace sluice::gateway {
 

@@ -1,5 +1,5 @@
 // See json_util.h. The scanner assumes validated input: it tracks strings (with escapes) and nesting only.
-#include "json_util.h"
+#include "api/json_util.h"
 
 #include <charconv>
 #include <cmath>

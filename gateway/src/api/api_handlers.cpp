@@ -1,15 +1,15 @@
 // See api_handlers.h. Chat and text completions share one flow: parse -> router.dispatch -> collect or stream.
-#include "api_handlers.h"
+#include "api/api_handlers.h"
 
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
 
-#include "event_queue.h"
-#include "http_session.h"
-#include "json_util.h"
-#include "openai_codec.h"
+#include "api/event_queue.h"
+#include "http/http_session.h"
+#include "api/json_util.h"
+#include "api/openai_codec.h"
 
 namespace sluice::gateway {
 

@@ -1,5 +1,5 @@
 // The metrics registry and the Prometheus text exposition; see metrics.h for why this is hand-written.
-#include "metrics.h"
+#include "ops/metrics.h"
 
 #include <cassert>
 #include <charconv>

@@ -1,5 +1,5 @@
 // See event_queue.h.
-#include "event_queue.h"
+#include "api/event_queue.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "metrics.h"
+#include "ops/metrics.h"
 
 #ifndef SLUICE_VERSION  // set by CMake (cmake/sluice_options.cmake)
 #define SLUICE_VERSION "unknown"

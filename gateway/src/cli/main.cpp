@@ -3,7 +3,7 @@
 #include <cstring>
 #include <string_view>
 
-#include "cli.h"
+#include "cli/cli.h"
 
 namespace {
 

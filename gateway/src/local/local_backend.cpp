@@ -1,5 +1,5 @@
 // See local_backend.h.
-#include "local_backend.h"
+#include "local/local_backend.h"
 
 #include <algorithm>
 #include <mutex>

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cli.h"
+#include "cli/cli.h"
 #include "sluice/engine/engine.h"
 
 namespace sluice::gateway {

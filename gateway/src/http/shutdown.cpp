@@ -1,11 +1,11 @@
 // See shutdown.h. Everything here runs on one strand (the signal set's and the timer's).
-#include "shutdown.h"
+#include "http/shutdown.h"
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <cstdio>
 
-#include "http_session.h"
+#include "http/http_session.h"
 
 namespace sluice::gateway {
 

@@ -12,13 +12,13 @@
 #include <thread>
 #include <vector>
 
-#include "api_handlers.h"
-#include "cli.h"
-#include "gateway_metrics.h"
-#include "http_session.h"
-#include "local_backend.h"
-#include "shutdown.h"
-#include "upstream_openai.h"
+#include "api/api_handlers.h"
+#include "cli/cli.h"
+#include "ops/gateway_metrics.h"
+#include "http/http_session.h"
+#include "local/local_backend.h"
+#include "http/shutdown.h"
+#include "upstream/upstream_openai.h"
 
 namespace sluice::gateway {
 
