@@ -31,6 +31,10 @@ class backend {
   virtual ~backend() = default;
   virtual const char* name() const = 0;
   virtual std::unique_ptr<kv_cache> new_cache(int capacity_tokens) = 0;
+  // Copies the keys and values of positions [0, n_tokens) of every layer from one cache to another. A
+  // position's keys and values depend only on the tokens up to it, so a sequence whose prompt starts with the
+  // same n_tokens tokens can start from the copy (the prefix cache). n_tokens must fit both caches.
+  virtual void copy_prefix(const kv_cache& from, kv_cache& to, int n_tokens) = 0;
   // Runs all sequences' tokens through the model. logits: (rows, n_vocab), rows in batch order, one per
   // requested position (`last`: 1, `all`: tokens.size()). Token ids must be < n_vocab, positions within
   // each cache's capacity (the caller checks).

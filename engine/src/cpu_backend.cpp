@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 
 #include "backend.h"
 #include "kernels.h"
@@ -85,6 +86,25 @@ class cpu_backend final : public backend {
 
   std::unique_ptr<kv_cache> new_cache(int capacity_tokens) override {
     return std::make_unique<cpu_kv_cache>(hp_.n_layer, capacity_tokens, hp_.kv_dim(), kv_f16_);
+  }
+
+  void copy_prefix(const kv_cache& from, kv_cache& to, int n_tokens) override {
+    const auto& a = static_cast<const cpu_kv_cache&>(from);
+    auto& b = static_cast<cpu_kv_cache&>(to);
+    if (n_tokens <= 0) return;
+    if (n_tokens > a.capacity_ || n_tokens > b.capacity_ || a.f16_ != b.f16_)
+      throw std::logic_error("copy_prefix: the prefix does not fit the caches");
+    const size_t n = size_t(n_tokens) * size_t(a.kv_dim_);  // one layer's rows [0, n_tokens), contiguous
+    for (int il = 0; il < hp_.n_layer; ++il) {
+      const size_t ia = a.index(il, 0), ib = b.index(il, 0);
+      if (a.f16_) {
+        std::memcpy(&b.k16_[ib], &a.k16_[ia], n * sizeof(uint16_t));
+        std::memcpy(&b.v16_[ib], &a.v16_[ia], n * sizeof(uint16_t));
+      } else {
+        std::memcpy(&b.k32_[ib], &a.k32_[ia], n * sizeof(float));
+        std::memcpy(&b.v32_[ib], &a.v32_[ia], n * sizeof(float));
+      }
+    }
   }
 
   void forward(std::span<const batch_seq> batch, std::vector<float>& logits) override {

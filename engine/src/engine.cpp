@@ -68,6 +68,7 @@ result<std::unique_ptr<engine>> engine::load(const load_options& opts) {
   scheduler_options so;
   so.max_sequences = opts.max_sequences;
   so.context_tokens = mi.context_tokens;
+  so.prefix_cache_bytes = opts.prefix_cache_bytes;
   p->sched = std::make_unique<scheduler>(*p->be, *p->tok, so);
   return std::unique_ptr<engine>(new engine(std::move(p)));
 }

@@ -24,6 +24,7 @@ struct scheduler::sequence {
   std::vector<token_id> tokens;  // prompt, then generated tokens
   int n_prompt;
   int n_cached = 0;  // tokens already written to the KV cache
+  int n_reused = 0;  // prompt tokens copied from another sequence's cache instead of computed
   sampling_params params;
   std::shared_ptr<sequence_observer> obs;
   std::unique_ptr<kv_cache> kv;
@@ -40,8 +41,11 @@ double ms_between(clock_type::time_point a, clock_type::time_point b) {
 }
 }  // namespace
 
+// Shorter shared prefixes are recomputed: the copy and the search cost more than they save.
+constexpr int min_prefix_reuse_tokens = 8;
+
 scheduler::scheduler(backend& be, const tokenizer& tok, scheduler_options opts)
-    : be_(be), tok_(tok), opts_(opts) {
+    : be_(be), tok_(tok), opts_(opts), prefix_(opts.prefix_cache_bytes) {
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -108,10 +112,14 @@ void scheduler::finish(sequence& s, finish_reason r, std::string message) {
   info.message = std::move(message);
   info.tokens_prompt = s.n_prompt;
   info.tokens_generated = s.generated;
+  info.tokens_cached = s.n_reused;
   if (s.t_start != clock_type::time_point{}) {
     bool first = s.generated > 0;
     info.prefill_ms = ms_between(s.t_start, first ? s.t_first : now);
     info.decode_ms = first ? ms_between(s.t_first, now) : 0.0;
+  }
+  if (s.kv && opts_.prefix_cache_bytes > 0 && s.n_cached >= min_prefix_reuse_tokens) {
+    prefix_.insert(std::vector<token_id>(s.tokens.begin(), s.tokens.begin() + s.n_cached), std::move(s.kv));
   }
   s.kv.reset();
   {
@@ -150,8 +158,7 @@ void scheduler::loop() {
       if (cancels.count(s->id)) finish(*s, finish_reason::cancelled);
     for (auto& s : admitted) {
       try {
-        s->kv = be_.new_cache(s->n_prompt + s->params.max_tokens);
-        s->t_start = clock_type::now();
+        start(*s, active);
         active.push_back(std::move(s));
       } catch (const std::bad_alloc&) {
         finish(*s, finish_reason::error, "out of memory for the KV cache");
@@ -175,6 +182,37 @@ void scheduler::loop() {
   }
   for (auto& s : active) finish(*s, finish_reason::cancelled);
   for (auto& s : rest) finish(*s, finish_reason::cancelled);
+}
+
+// Gives an admitted sequence its cache, starting from the longest prompt prefix already computed: by a running
+// sequence (the positions it has written) or a finished one in the prefix cache. The last prompt token is
+// always computed, since its logits give the first generated token.
+void scheduler::start(sequence& s, const std::vector<std::unique_ptr<sequence>>& active) {
+  s.kv = be_.new_cache(s.n_prompt + s.params.max_tokens);
+  s.t_start = clock_type::now();
+  if (opts_.prefix_cache_bytes == 0) return;
+  const std::span<const token_id> prompt(s.tokens.data(), size_t(s.n_prompt));
+  const int reuse_max = s.n_prompt - 1;
+  const kv_cache* donor = nullptr;
+  int best = 0;
+  for (const auto& a : active) {
+    const int n = std::min(common_prefix(prompt, std::span<const token_id>(a->tokens.data(), size_t(a->n_cached))),
+                           reuse_max);
+    if (n > best) {
+      best = n;
+      donor = a->kv.get();
+    }
+  }
+  const prefix_cache::match m = prefix_.find(prompt, reuse_max);
+  if (m.tokens > best) {
+    best = m.tokens;
+    donor = m.kv;
+  }
+  if (best < min_prefix_reuse_tokens || donor == nullptr) return;
+  be_.copy_prefix(*donor, *s.kv, best);
+  s.n_cached = s.n_reused = best;
+  std::lock_guard lk(mu_);
+  stats_.tokens_prefix_cached += uint64_t(best);
 }
 
 void scheduler::step(std::vector<std::unique_ptr<sequence>>& active) {

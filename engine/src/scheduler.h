@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "prefix_cache.h"
 #include "tokenizer.h"
 
 namespace sluice::engine {
@@ -23,6 +24,7 @@ struct scheduler_options {
   int max_queued = 256;        // waiting beyond this -> errc::overloaded
   int step_token_budget = 512;  // prefill tokens per step (decode tokens always go)
   int context_tokens = 2048;   // per sequence
+  size_t prefix_cache_bytes = 64u << 20;  // KV of finished sequences kept for prompts that share a prefix; 0 = off
 };
 
 class scheduler {
@@ -41,6 +43,7 @@ class scheduler {
   void loop();
   void step(std::vector<std::unique_ptr<sequence>>& active);
   void finish(sequence& s, finish_reason r, std::string message = {});
+  void start(sequence& s, const std::vector<std::unique_ptr<sequence>>& active);
 
   backend& be_;
   const tokenizer& tok_;
@@ -54,6 +57,7 @@ class scheduler {
   sequence_id next_id_ = 1;
   stats stats_;  // guarded by mu_
   std::vector<float> logits_;
+  prefix_cache prefix_;  // scheduler thread only
   std::thread thread_;
 };
 

@@ -33,11 +33,13 @@ constexpr std::string_view server_keys[] = {"listen",          "port",          
                                             "shutdown_grace_ms"};
 constexpr std::string_view remote_model_keys[] = {"kind", "base_url", "model", "api_key_env", "timeout_ms",
                                                   "cost_per_mtok", "tls_ca_file"};
-constexpr std::string_view local_model_keys[] = {"kind",    "gguf",           "chat_template", "threads",
-                                                 "context_tokens", "max_sequences", "timeout_ms",   "cost_per_mtok"};
+constexpr std::string_view local_model_keys[] = {"kind",          "gguf",          "chat_template", "threads",
+                                                 "context_tokens", "max_sequences", "timeout_ms",   "cost_per_mtok",
+                                                 "prefix_cache_mib"};
 constexpr std::string_view all_model_keys[] = {"kind",          "base_url", "model",          "api_key_env",
                                                "timeout_ms",    "cost_per_mtok", "gguf",       "chat_template",
-                                               "threads",       "context_tokens", "max_sequences", "tls_ca_file"};
+                                               "threads",       "context_tokens", "max_sequences", "tls_ca_file",
+                                               "prefix_cache_mib"};
 // Keys people reach for when pasting a credential. They get a message pointing at api_key_env instead of
 // "unknown key", and their values are never echoed.
 constexpr std::string_view secret_keys[] = {"api_key", "apikey", "key",      "secret",       "token",
@@ -248,6 +250,8 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
       if (auto v = detail::read_int(sink, f, 16, 1 << 20)) m.local.context_tokens = static_cast<int>(*v);
     } else if (f.key == "max_sequences") {
       if (auto v = detail::read_int(sink, f, 1, 1024)) m.local.max_sequences = static_cast<int>(*v);
+    } else if (f.key == "prefix_cache_mib") {
+      if (auto v = detail::read_int(sink, f, 0, 1 << 20)) m.local.prefix_cache_mib = static_cast<int>(*v);
     }
   }
   if (!entry.value.IsMap()) return std::nullopt;  // read_map reported it

@@ -221,3 +221,43 @@ TEST_CASE("engine: tokenize, detokenize and the chat template go through the mod
   std::vector<chat_message> bad = {{"wizard", "hi"}};
   CHECK_FALSE(e->apply_chat_template(bad, true).has_value());
 }
+
+TEST_CASE("engine: a prompt sharing a prefix with an earlier one reuses its KV and answers the same", "[engine_api][prefix]") {
+  std::vector<token_id> shared;
+  for (int i = 0; i < 40; ++i) shared.push_back(token_id(30 + (i * 7) % 200));
+  std::vector<token_id> p1 = shared, p2 = shared;
+  p1.insert(p1.end(), {5, 6, 7});
+  p2.insert(p2.end(), {9, 8});
+
+  // Reference: the same prompts on an engine without the prefix cache.
+  load_options lo;
+  lo.path = sluice::engine::test::source_dir() + "/test/engine/data/tiny-q4_1.gguf";
+  lo.threads = 2;
+  lo.context_tokens = 128;
+  lo.prefix_cache_bytes = 0;
+  auto plain = engine::load(lo);
+  REQUIRE(plain.has_value());
+  auto ref2 = std::make_shared<recorder>();
+  REQUIRE((*plain)->submit(p2, greedy(16), ref2).has_value());
+  ref2->wait();
+  CHECK(ref2->info.tokens_cached == 0);
+
+  auto e = load_tiny();
+  auto r1 = std::make_shared<recorder>();
+  REQUIRE(e->submit(p1, greedy(16), r1).has_value());
+  r1->wait();
+  CHECK(r1->info.tokens_cached == 0);
+  auto r2 = std::make_shared<recorder>();
+  REQUIRE(e->submit(p2, greedy(16), r2).has_value());
+  r2->wait();
+  CHECK(r2->info.tokens_cached == 40);  // the shared prefix; the rest is computed
+  CHECK(r2->tokens == ref2->tokens);
+  CHECK(e->get_stats().tokens_prefix_cached == 40);
+
+  // The same prompt again: everything but the last prompt token comes from the cache.
+  auto r3 = std::make_shared<recorder>();
+  REQUIRE(e->submit(p2, greedy(16), r3).has_value());
+  r3->wait();
+  CHECK(r3->info.tokens_cached == int(p2.size()) - 1);
+  CHECK(r3->tokens == ref2->tokens);
+}

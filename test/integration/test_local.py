@@ -170,3 +170,24 @@ models:
         assert elapsed < 3.0, f"the next request waited {elapsed:.1f} s behind the abandoned sequence"
     finally:
         s.stop()
+
+
+def test_repeated_prefix_is_served_from_the_prefix_cache(local):
+    # A long shared system prompt: the second request copies its KV instead of recomputing it.
+    system = "You are a terse assistant. " * 30
+    def ask(question):
+        body = {"model": "small", "temperature": 0, "max_tokens": 4,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}
+        status, _, raw = request(local, "POST", "/v1/chat/completions", json.dumps(body), timeout=60)
+        assert status == 200, raw
+        return json.loads(raw)
+    first = ask("Name a colour.")
+    second = ask("Name a fruit.")
+    again = ask("Name a fruit.")
+    prompt_tokens = second["usage"]["prompt_tokens"]
+    cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= 150, second["usage"]  # the system prompt (about 180 tokens) came from the cache
+    assert cached < prompt_tokens
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == prompt_tokens - 1
+    assert again["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] < prompt_tokens

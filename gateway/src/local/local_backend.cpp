@@ -172,6 +172,7 @@ router::result<std::shared_ptr<router::backend>> make_local_backend(const polici
   o.context_tokens = model.local.context_tokens;
   o.max_sequences = model.local.max_sequences;
   o.chat_template = model.local.chat_template;
+  o.prefix_cache_bytes = size_t(model.local.prefix_cache_mib) << 20;
   auto eng = engine::engine::load(o);
   if (!eng) return error{errc::internal, eng.error().message};
   return std::shared_ptr<router::backend>(std::make_shared<local_backend>(std::move(*eng)));

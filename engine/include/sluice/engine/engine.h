@@ -44,6 +44,8 @@ struct load_options {
   int context_tokens = 2048;  // per-sequence context (capped at the model's trained context)
   int max_sequences = 8;      // sequences decoded together
   std::string chat_template;  // "" = detect from tokenizer.chat_template; else "chatml" or "llama3"
+  // KV of finished sequences kept so that prompts sharing a prefix with them skip recomputing it; 0 = off.
+  size_t prefix_cache_bytes = 64u << 20;
 };
 
 struct model_info {

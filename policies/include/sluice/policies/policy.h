@@ -62,6 +62,7 @@ struct local_model_config {
   int threads = 0;            // compute threads; 0 = one per core
   int context_tokens = 2048;  // per-sequence context length
   int max_sequences = 8;      // sequences decoded together (continuous batching)
+  int prefix_cache_mib = 64;  // KV of finished sequences kept for prompts that share their prefix; 0 = off
 };
 
 struct model_config {
