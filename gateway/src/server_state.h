@@ -11,6 +11,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "ops/decision_log.h"
 #include "ops/gateway_metrics.h"
 #include "sluice/policies/policy.h"
 #include "sluice/router/router.h"
@@ -37,6 +38,7 @@ struct server_state {
   std::shared_ptr<const policies::policy> policy;
   std::shared_ptr<const router::router> router;
   std::shared_ptr<gateway_metrics> metrics;  // may be null in tests
+  std::shared_ptr<decision_log> decisions;   // null when the policy has no decision_log
   session_registry sessions;
   std::atomic<bool> ready{false};
   std::atomic<int64_t> connections_open{0};

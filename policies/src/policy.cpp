@@ -15,6 +15,20 @@ const model_config* policy::find_model(std::string_view name) const {
   return nullptr;
 }
 
+const route_config* policy::find_route(std::string_view name) const {
+  for (const route_config& r : routes) {
+    if (r.name == name) return &r;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> policy::route_names() const {
+  std::vector<std::string> names;
+  names.reserve(routes.size());
+  for (const route_config& r : routes) names.push_back(r.name);
+  return names;
+}
+
 std::vector<std::string> policy::model_names() const {
   std::vector<std::string> names;
   names.reserve(models.size());

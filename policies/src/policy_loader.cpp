@@ -16,6 +16,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "sluice/policies/policy.h"
+#include "route_loader.h"
 #include "value_syntax.h"
 #include "yaml_fields.h"
 
@@ -26,7 +27,7 @@ using detail::error_sink;
 using detail::field;
 using key_list = std::span<const std::string_view>;
 
-constexpr std::string_view top_keys[] = {"server", "models"};
+constexpr std::string_view top_keys[] = {"server", "models", "routes", "decision_log"};
 constexpr std::string_view server_keys[] = {"listen",          "port",           "threads",
                                             "max_body_bytes",  "header_timeout_ms", "body_timeout_ms",
                                             "idle_timeout_ms", "request_timeout_ms", "max_connections",
@@ -143,12 +144,6 @@ void load_costs(error_sink& sink, const field& section, model_config& m) {
   m.price.output_usd = output.value_or(0.0);
 }
 
-std::string resolve_path(const std::string& path, const std::filesystem::path& base_dir) {
-  std::filesystem::path p(path);
-  if (p.is_absolute() || base_dir.empty()) return p.lexically_normal().string();
-  return (base_dir / p).lexically_normal().string();
-}
-
 std::optional<model_config> load_model(error_sink& sink, const field& entry, const std::filesystem::path& base_dir) {
   model_config m;
   m.name = entry.key;
@@ -226,7 +221,7 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
     } else if (f.key == "tls_ca_file") {
       auto s = detail::read_string(sink, f);
       if (s && s->empty()) sink.add(f.value_mark(), "'tls_ca_file' must be a path to a PEM file of CA certificates");
-      else if (s) m.tls_ca_file = resolve_path(*s, base_dir);
+      else if (s) m.tls_ca_file = detail::resolve_path(*s, base_dir);
     } else if (f.key == "timeout_ms") {
       if (auto v = read_ms(sink, f, 0)) m.timeout = *v;
     } else if (f.key == "cost_per_mtok") {
@@ -235,7 +230,7 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
       saw_gguf = true;
       auto s = detail::read_string(sink, f);
       if (s && s->empty()) sink.add(f.value_mark(), "'gguf' must be a path to a .gguf file");
-      else if (s) m.local.gguf_path = resolve_path(*s, base_dir);
+      else if (s) m.local.gguf_path = detail::resolve_path(*s, base_dir);
     } else if (f.key == "chat_template") {
       auto s = detail::read_string(sink, f);
       if (s && !contains(chat_templates, *s)) {
@@ -344,9 +339,10 @@ load_result load_text(std::string_view yaml, std::string source, const std::file
     if (!check_single_document(sink, text)) return std::move(sink.errors());
     const YAML::Node root = YAML::Load(text);
     if (root.IsNull() || !root.IsDefined()) {
-      sink.add_unplaced("the policy is empty; expected a map with keys: server, models");
+      sink.add_unplaced("the policy is empty; expected a map with keys: server, models, routes, decision_log");
     } else {
       bool saw_models = false;
+      std::vector<detail::loaded_route> routes;
       for (const field& section : detail::read_map(sink, root, root.Mark(), "the policy (top level)", top_keys,
                                                    top_keys)) {
         if (section.key == "server") load_server(sink, section, result->server);
@@ -354,8 +350,12 @@ load_result load_text(std::string_view yaml, std::string source, const std::file
           saw_models = true;
           load_models(sink, section, base_dir, result->models);
         }
+        if (section.key == "routes") detail::load_routes(sink, section, base_dir, routes);
+        if (section.key == "decision_log") detail::load_decision_log(sink, section, base_dir, result->decision_log);
       }
       if (root.IsMap() && !saw_models) sink.add_unplaced("the policy has no 'models' section; define at least one model");
+      detail::check_routes(sink, result->models, routes);
+      for (auto& r : routes) result->routes.push_back(std::move(r.route));
     }
     apply_overrides(sink, overrides, result->server);
   } catch (const YAML::Exception& e) {

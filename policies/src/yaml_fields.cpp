@@ -1,6 +1,8 @@
 // Walking YAML maps and reading checked scalars; see yaml_fields.h.
 #include "yaml_fields.h"
 
+#include <sstream>
+
 #include <charconv>
 #include <cmath>
 
@@ -138,6 +140,60 @@ std::optional<double> read_non_negative_number(error_sink& sink, const field& f)
     return std::nullopt;
   }
   return value;
+}
+
+std::optional<double> read_number(error_sink& sink, const field& f, double min, double max) {
+  auto range = [&] {
+    std::ostringstream r;
+    r << " between " << min << " and " << max;
+    return r.str();
+  };
+  if (!f.value.IsScalar()) {
+    sink.add(f.value_mark(), "'" + f.key + "' must be a number" + range() + ", got " + describe(f.value));
+    return std::nullopt;
+  }
+  const std::string& text = f.value.Scalar();
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || !std::isfinite(value) ||
+      value < min || value > max) {
+    sink.add(f.value_mark(), "'" + f.key + "' must be a number" + range() + ", got " + quote(text));
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<bool> read_bool(error_sink& sink, const field& f) {
+  if (f.value.IsScalar()) {
+    const std::string& t = f.value.Scalar();
+    if (t == "true") return true;
+    if (t == "false") return false;
+  }
+  sink.add(f.value_mark(), "'" + f.key + "' must be true or false, got " +
+                               (f.value.IsScalar() ? quote(f.value.Scalar()) : describe(f.value)));
+  return std::nullopt;
+}
+
+std::optional<std::vector<std::string>> read_string_list(error_sink& sink, const field& f) {
+  if (!f.value.IsSequence()) {
+    sink.add(f.value_mark(), "'" + f.key + "' must be a list such as [a, b], got " + describe(f.value));
+    return std::nullopt;
+  }
+  std::vector<std::string> out;
+  for (const YAML::Node& item : f.value) {
+    if (!item.IsScalar() || item.Scalar().empty()) {
+      sink.add(item.Mark(), "every element of '" + f.key + "' must be a non-empty string, got " + describe(item));
+      return std::nullopt;
+    }
+    out.push_back(item.Scalar());
+  }
+  return out;
+}
+
+std::string resolve_path(const std::string& path, const std::filesystem::path& base_dir) {
+  std::filesystem::path p(path);
+  if (p.is_absolute() || base_dir.empty()) return p.lexically_normal().string();
+  return (base_dir / p).lexically_normal().string();
 }
 
 }  // namespace sluice::policies::detail

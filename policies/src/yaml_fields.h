@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
@@ -55,5 +56,12 @@ std::string list_keys(std::span<const std::string_view> keys);
 std::optional<std::string> read_string(error_sink& sink, const field& f);
 std::optional<int64_t> read_int(error_sink& sink, const field& f, int64_t min, int64_t max);
 std::optional<double> read_non_negative_number(error_sink& sink, const field& f);
+std::optional<double> read_number(error_sink& sink, const field& f, double min, double max);
+std::optional<bool> read_bool(error_sink& sink, const field& f);
+// A sequence of strings (flow [a, b] or block style); each element must be a non-empty scalar.
+std::optional<std::vector<std::string>> read_string_list(error_sink& sink, const field& f);
+
+// A path from the policy, made absolute against the policy file's folder (kept as is when base_dir is empty).
+std::string resolve_path(const std::string& path, const std::filesystem::path& base_dir);
 
 }  // namespace sluice::policies::detail

@@ -1,7 +1,10 @@
-// Tier resolution and per-attempt accounting. Today one model = one tier; the cascade loop builds on this.
+// Target resolution (route or model) and single-attempt accounting; routes run the cascade (cascade/).
 #include "sluice/router/router.h"
 
 #include <chrono>
+
+#include "cascade/cascade_run.h"
+#include "cascade/route_table.h"
 
 namespace sluice::router {
 
@@ -44,11 +47,39 @@ class accounting_sink final : public generation_sink {
 
 }  // namespace
 
-router::router(std::shared_ptr<const policies::policy> policy, backend_map backends)
-    : policy_(std::move(policy)), backends_(std::move(backends)) {}
+router::router(std::shared_ptr<const policies::policy> policy, backend_map backends,
+               std::vector<std::shared_ptr<const detail::compiled_route>> routes, std::shared_ptr<timer_service> timers)
+    : policy_(std::move(policy)), backends_(std::move(backends)), routes_(std::move(routes)),
+      timers_(std::move(timers)) {}
+
+result<std::shared_ptr<const router>> router::create(std::shared_ptr<const policies::policy> policy,
+                                                     backend_map backends, std::shared_ptr<timer_service> timers) {
+  std::vector<std::shared_ptr<const detail::compiled_route>> routes;
+  for (const policies::route_config& rc : policy->routes) {
+    auto r = detail::compile_route(*policy, rc, &backends);
+    if (!r) return r.error();
+    routes.push_back(std::move(*r));
+  }
+  return std::make_shared<const router>(std::move(policy), std::move(backends), std::move(routes), std::move(timers));
+}
+
+std::vector<std::string> check_route_files(const policies::policy& policy) {
+  std::vector<std::string> problems;
+  for (const policies::route_config& rc : policy.routes) {
+    auto r = detail::compile_route(policy, rc, nullptr);
+    if (!r) problems.push_back(r.error().message);
+  }
+  return problems;
+}
 
 result<std::shared_ptr<generation>> router::dispatch(std::shared_ptr<const chat_request> req,
                                                      std::shared_ptr<generation_sink> sink) const {
+  for (size_t i = 0; i < routes_.size(); ++i) {
+    if (policy_->routes[i].name != req->model) continue;
+    auto run = std::make_shared<detail::cascade_run>(routes_[i], policy_, std::move(req), std::move(sink), timers_);
+    run->begin();
+    return std::shared_ptr<generation>(std::move(run));
+  }
   const policies::model_config* model = policy_->find_model(req->model);
   if (model == nullptr) {
     return error{errc::unknown_model, "The model '" + req->model + "' does not exist", "model"};

@@ -6,60 +6,26 @@
 //   u32 hidden_units (H) | u64 n_features | u64 n_input_weights | u32 notes_bytes | notes
 //   f32 output_bias | f32 hidden_bias[H] | f32 output_weights[H] | f32 input_weights[n_input_weights]
 //   u64 checksum: FNV-1a 64 over every byte before it
-#include <bit>
 #include <cmath>
 #include <cstring>
 
+#include "binary_io.h"
 #include "sluice/router/classifier.h"
 
 namespace sluice::router {
 
 namespace {
 
-static_assert(std::endian::native == std::endian::little, "the model file is written with memcpy: little-endian only");
+using detail::bad_file;
+using detail::fnv1a64;
+using detail::put;
+using detail::put_floats;
+using detail::reader;
 
 constexpr char magic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'R', 'M'};
 constexpr uint32_t format_version = 1;
 constexpr size_t fixed_header_bytes = 8 + 4 * 9 + 8 * 2 + 4;  // up to and including notes_bytes
 constexpr uint32_t max_notes_bytes = 1 << 16;
-
-uint64_t fnv1a64(std::string_view bytes) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ULL;
-  return h;
-}
-
-template <class T>
-void put(std::string& out, T v) {
-  char buf[sizeof(T)];
-  std::memcpy(buf, &v, sizeof(T));
-  out.append(buf, sizeof(T));
-}
-
-void put_floats(std::string& out, const std::vector<float>& v) {
-  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
-}
-
-struct reader {
-  std::string_view bytes;
-  size_t pos = 0;
-  template <class T>
-  T get() {
-    T v;
-    std::memcpy(&v, bytes.data() + pos, sizeof(T));
-    pos += sizeof(T);
-    return v;
-  }
-  void get_floats(std::vector<float>& v, size_t n) {
-    v.resize(n);
-    if (n > 0) std::memcpy(v.data(), bytes.data() + pos, n * sizeof(float));  // (memcpy of null is UB)
-    pos += n * sizeof(float);
-  }
-};
-
-error bad_file(std::string_view origin, const std::string& what) {
-  return error{errc::internal, std::string(origin) + ": " + what, {}};
-}
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 // Router training: AdaGrad SGD on log-loss over the sparse features, single-threaded and seeded so that the
-// same inputs give byte-identical models. Also file reading (gzip via zlib), labels and splits for the CLI.
+// same inputs give byte-identical models (the logistic-regression core is shared with the acceptance trainer:
+// logistic_sgd.h). Also file reading (gzip via zlib), labels and splits for the CLI.
 // What must not go in here: JSON, metrics, scoring at serving time.
 #include "sluice/router/train.h"
 
@@ -10,53 +11,28 @@
 #include <random>
 
 #include "features_stream.h"
+#include "logistic_sgd.h"
 
 namespace sluice::router {
 
 namespace {
 
-// Rows' features, computed once before the epochs: CSR layout.
-struct feature_matrix {
-  std::vector<size_t> row_start;  // (rows + 1)
-  std::vector<uint32_t> index;
-  std::vector<float> value;
-};
+using detail::adagrad;
+using detail::feature_matrix;
+using detail::log_loss;
+using detail::shuffle;
+using detail::sigmoid;
+using detail::unit;
 
 feature_matrix build_matrix(const feature_config& cfg, std::span<const chat_request> requests) {
   feature_matrix fm;
   fm.row_start.reserve(requests.size() + 1);
-  fm.row_start.push_back(0);
   sparse_features f;
   for (const chat_request& r : requests) {
     extract_features(cfg, r, f);
-    fm.index.insert(fm.index.end(), f.index.begin(), f.index.end());
-    fm.value.insert(fm.value.end(), f.value.begin(), f.value.end());
-    fm.row_start.push_back(fm.index.size());
+    fm.append(f);
   }
   return fm;
-}
-
-// Uniform in [0, 1) from the top 53 bits: defined exactly, unlike std::uniform_real_distribution.
-double unit(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
-
-void shuffle(std::vector<size_t>& order, std::mt19937_64& rng) {
-  for (size_t i = order.size(); i > 1; --i) {
-    const size_t j = static_cast<size_t>(unit(rng) * static_cast<double>(i));
-    std::swap(order[i - 1], order[std::min(j, i - 1)]);
-  }
-}
-
-double log_loss(double p, double y) {
-  const double eps = 1e-12;
-  return -(y * std::log(std::max(p, eps)) + (1 - y) * std::log(std::max(1 - p, eps)));
-}
-
-double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
-
-// AdaGrad step for one coordinate.
-inline void adagrad(double& w, double& g2, double grad, double lr) {
-  g2 += grad * grad;
-  w -= lr * grad / (std::sqrt(g2) + 1e-8);
 }
 
 struct progress_reporter {
@@ -71,37 +47,15 @@ struct progress_reporter {
 };
 
 router_model train_linear(const feature_matrix& fm, std::span<const double> labels, const train_options& opt) {
-  const size_t n_features = feature_count(opt.features);
-  const size_t rows = labels.size();
-  std::vector<double> w(n_features, 0.0), g2(n_features, 0.0);
-  double b = 0.0, gb = 0.0;
-  std::mt19937_64 rng(opt.seed);
-  std::vector<size_t> order(rows);
-  for (size_t i = 0; i < rows; ++i) order[i] = i;
-  const progress_reporter report{opt, rows, std::max<size_t>(1, rows / 100)};
-  for (int epoch = 1; epoch <= opt.epochs; ++epoch) {
-    shuffle(order, rng);
-    double loss_sum = 0.0;
-    for (size_t k = 0; k < rows; ++k) {
-      const size_t r = order[k];
-      const size_t s = fm.row_start[r], e = fm.row_start[r + 1];
-      double z = b;
-      for (size_t j = s; j < e; ++j) z += w[fm.index[j]] * fm.value[j];
-      const double p = sigmoid(z);
-      loss_sum += log_loss(p, labels[r]);
-      const double g = p - labels[r];
-      for (size_t j = s; j < e; ++j) {
-        const uint32_t i = fm.index[j];
-        adagrad(w[i], g2[i], g * fm.value[j] + opt.l2 * w[i], opt.learning_rate);
-      }
-      adagrad(b, gb, g, opt.learning_rate);
-      report(epoch, k + 1, loss_sum);
-    }
-  }
+  const progress_reporter report{opt, labels.size(), std::max<size_t>(1, labels.size() / 100)};
+  const detail::sgd_options sgd{feature_count(opt.features), opt.epochs, opt.learning_rate, opt.l2, opt.seed};
+  detail::sgd_progress progress;
+  if (opt.progress) progress = [&](int epoch, size_t done, double loss_sum) { report(epoch, done, loss_sum); };
+  detail::linear_fit fit = detail::fit_logistic(fm, labels, sgd, progress);
   router_model m;
   m.features = opt.features;
-  m.input_weights.assign(w.begin(), w.end());
-  m.output_bias = static_cast<float>(b);
+  m.input_weights.assign(fit.weights.begin(), fit.weights.end());
+  m.output_bias = static_cast<float>(fit.bias);
   m.notes = opt.notes;
   return m;
 }

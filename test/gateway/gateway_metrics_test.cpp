@@ -56,7 +56,7 @@ command_result run(const std::string& command) {
 }  // namespace
 
 TEST_CASE("the model label only takes policy names or 'unknown'", "[gateway_metrics]") {
-  gateway_metrics m(policy_models, "1.2.3");
+  gateway_metrics m(policy_models, {}, "1.2.3");
   CHECK(m.model_label("smollm2") == "smollm2");
   CHECK(m.model_label("gpt-4o-mini") == "gpt-4o-mini");
   CHECK(m.model_label("gpt-4o-mini-2024") == "unknown");
@@ -79,7 +79,7 @@ TEST_CASE("the model label only takes policy names or 'unknown'", "[gateway_metr
 }
 
 TEST_CASE("record_request adds requests, tokens by type, cost and latencies", "[gateway_metrics]") {
-  gateway_metrics m(policy_models, "1.2.3");
+  gateway_metrics m(policy_models, {}, "1.2.3");
   m.record_request(sample_request());
   m.record_request(sample_request());
   request_record local;

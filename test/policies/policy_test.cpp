@@ -179,9 +179,10 @@ TEST_CASE("an unknown key names the valid keys, suggests the typo's fix, and poi
   REQUIRE(e.size() == 1);
   CHECK(starts_with(e[0], "2:3: unknown key 'prot' in server; did you mean 'port'? valid keys: listen, port, "));
 
-  e = errors_of(std::string(minimal) + "routes: {}\n");
+  e = errors_of(std::string(minimal) + "rutes: {}\n");
   REQUIRE(e.size() == 1);
-  CHECK(e[0] == "5:1: unknown key 'routes' in the policy (top level); valid keys: server, models");
+  CHECK(e[0] == "5:1: unknown key 'rutes' in the policy (top level); did you mean 'routes'? valid keys: server, "
+                "models, routes, decision_log");
 
   e = errors_of(std::string(minimal) + "    cost_per_mtok: {input: 1, outptu: 2}\n");
   REQUIRE(e.size() == 1);
@@ -423,4 +424,102 @@ TEST_CASE("command-line overrides apply before the policy is frozen, checked lik
   REQUIRE_FALSE(e.has_value());
   REQUIRE(e.error().size() == 1);
   CHECK(e.error()[0].message.find("--listen must be an IP address") != std::string::npos);
+}
+
+namespace {
+constexpr std::string_view two_models =
+    "models:\n"
+    "  small: {kind: local, gguf: /m/small.gguf}\n"
+    "  big: {kind: openai, base_url: https://api.example/v1, cost_per_mtok: {input: 10, output: 30}}\n";
+}
+
+TEST_CASE("routes load with their defaults and every key", "[policy][routes]") {
+  auto p = load_ok(std::string(two_models) + R"(routes:
+  plain:
+    tiers: [small, big]
+  full:
+    tiers: [small, big]
+    baseline: big
+    pre_score: {classifier: router.bin, skip_local_above: 0.8, max_prompt_chars: 4000}
+    accept:
+      model: accept.bin
+      threshold: 0.7
+      labels: [up, down]
+      regex: "^(up|down)$"
+      json_if_requested: false
+    local_max_tokens: 8
+    tier_timeout_ms: 2000
+    timeout_ms: 9000
+    on_escalation_failure: serve_local
+    log_text: true
+decision_log: {path: logs/d.jsonl, max_bytes: 1MiB, keep: 2}
+)", "/etc/sluice/p.yaml");
+  REQUIRE(p->routes.size() == 2);
+  const route_config& plain = *p->find_route("plain");
+  CHECK(plain.tiers == std::vector<std::string>{"small", "big"});
+  CHECK(plain.baseline == "big");  // the last tier by default
+  CHECK_FALSE(plain.pre_score.enabled());
+  CHECK(plain.accept.model_path.empty());
+  CHECK(plain.accept.json_if_requested);
+  CHECK(plain.local_max_tokens == 512);
+  CHECK(plain.on_escalation_failure == escalation_failure::error);
+  CHECK_FALSE(plain.log_text);
+  const route_config& full = *p->find_route("full");
+  CHECK(full.pre_score.classifier_path == "/etc/sluice/router.bin");
+  CHECK(full.pre_score.skip_local_above == 0.8);
+  CHECK(full.pre_score.max_prompt_chars == 4000);
+  CHECK(full.accept.model_path == "/etc/sluice/accept.bin");
+  CHECK(full.accept.threshold == 0.7);
+  CHECK(full.accept.labels == std::vector<std::string>{"up", "down"});
+  CHECK(full.accept.regex == "^(up|down)$");
+  CHECK_FALSE(full.accept.json_if_requested);
+  CHECK(full.local_max_tokens == 8);
+  CHECK(full.tier_timeout == std::chrono::milliseconds(2000));
+  CHECK(full.timeout == std::chrono::milliseconds(9000));
+  CHECK(full.on_escalation_failure == escalation_failure::serve_local);
+  CHECK(full.log_text);
+  CHECK(p->decision_log.path == "/etc/sluice/logs/d.jsonl");
+  CHECK(p->decision_log.max_bytes == 1u << 20);
+  CHECK(p->decision_log.keep == 2);
+  CHECK(p->route_names() == std::vector<std::string>{"plain", "full"});
+  CHECK(p->find_route("small") == nullptr);
+}
+
+TEST_CASE("route errors name the route and the problem", "[policy][routes]") {
+  auto e = errors_of(std::string(two_models) + "routes:\n  r:\n    tiers: [small, huge]\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "5:3: route 'r': tier 'huge' is not a model of this policy (models: small, big)");
+
+  e = errors_of(std::string(two_models) + "routes:\n  big:\n    tiers: [small, big]\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "5:3: route 'big' has the name of a model; clients name either one, so names must differ");
+
+  e = errors_of(std::string(two_models) + "routes:\n  r:\n    tiers: [small, small]\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "5:3: route 'r': tier 'small' is listed twice");
+
+  e = errors_of(std::string(two_models) + "routes:\n  r:\n    baseline: big\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "5:3: route 'r' has no 'tiers'"));
+
+  e = errors_of(std::string(two_models) + "routes:\n  r:\n    tiers: [small, big]\n    accept: {regex: \"(\"}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "7:21: 'regex' is not a valid ECMAScript regular expression"));
+
+  e = errors_of(std::string(two_models) +
+                "routes:\n  r:\n    tiers: [small, big]\n    on_escalation_failure: retry\n    log_text: yes\n"
+                "    accept: {threshold: 1.5, labels: []}\n");
+  REQUIRE(e.size() == 4);
+  CHECK(e[0] == "7:28: 'on_escalation_failure' must be error or serve_local, got 'retry'");
+  CHECK(e[1] == "8:15: 'log_text' must be true or false, got 'yes'");
+  CHECK(starts_with(e[2], "9:25: 'threshold' must be a number between 0 and 1"));
+  CHECK(e[3] == "9:38: 'labels' must list at least one allowed answer");
+
+  e = errors_of(std::string(two_models) + "routes:\n  r:\n    tiers: [big]\n    accept: {min_mean_logprob: -1}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "5:3: route 'r' has one tier: 'accept' rules and 'pre_score' need a tier to escalate to");
+
+  e = errors_of(std::string(two_models) + "decision_log: {keep: 3}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == "4:1: 'decision_log' needs a 'path'");
 }

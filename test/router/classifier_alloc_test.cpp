@@ -1,4 +1,5 @@
-// classifier::score allocates nothing: counted through a replaced global operator new (this test executable only).
+// classifier::score and acceptance_scorer::score allocate nothing: counted through a replaced global operator new
+// (this test executable only).
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -6,6 +7,7 @@
 #include <new>
 #include <vector>
 
+#include "sluice/router/acceptance.h"
 #include "sluice/router/classifier.h"
 #include "sluice/router/train.h"
 
@@ -52,4 +54,26 @@ TEST_CASE("scoring a request allocates no memory") {
     CHECK(allocations.load() == before);
     CHECK(s == Approx(10 * warm));
   }
+}
+
+TEST_CASE("scoring a local answer for acceptance allocates no memory") {
+  acceptance_model m;
+  m.config.hash_bits = 10;
+  m.config.word_ngram_max = 3;
+  m.config.labels = {"up", "down", "neutral", "none"};
+  m.weights.assign(acceptance_feature_count(m.config), 0.01f);
+  result<acceptance_scorer> scorer = acceptance_scorer::from_model(std::move(m));
+  REQUIRE(scorer.has_value());
+  answer_signals s;
+  s.query = "Determine the direction.\n\nQ: gold gains $5 as the dollar slips " + std::string(2000, 'x') + "\nA:";
+  s.answer = " Neutral.";
+  s.token_logprobs.assign(3000, -0.25);  // past the quantile buffer: sampled, still on the stack
+  s.first_top_logprobs = {{" up", -0.4}, {" neut", -1.0}, {"Down", -1.5}, {" none", -2.0}, {" no", -3.0}};
+  s.pre_score = 0.4;
+  const double warm = scorer->score(s);  // first call builds the static byte tables
+  const long before = allocations.load();
+  double total = 0.0;
+  for (int i = 0; i < 10; ++i) total += scorer->score(s);
+  CHECK(allocations.load() == before);
+  CHECK(total == Approx(10 * warm));
 }

@@ -52,7 +52,9 @@ TEST_CASE("dispatch resolves the model, prices the answer, and rejects unknown m
   pol->models.push_back(m);
   auto be = std::make_shared<fixed_backend>();
   be->u = {1000, 0, 0, 500};
-  router::router r(pol, {{"m1", be}});
+  auto created = router::router::create(pol, {{"m1", be}}, nullptr);
+  REQUIRE(created.has_value());
+  const router::router& r = **created;
 
   auto req = std::make_shared<router::chat_request>();
   req->model = "m1";

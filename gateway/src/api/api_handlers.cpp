@@ -35,29 +35,69 @@ awaitable<bool> send_error(http_session& s, const router::error& e, int status_o
   co_return co_await s.send(status, openai_error_body(e), json_type);
 }
 
-// Reports one finished request to the metrics (labels bounded by gateway_metrics).
-void record(http_session& s, const std::string& model, int status, const router::completion* c,
-            clock::time_point t0, std::optional<double> ttft_s) {
-  if (!s.state().metrics) return;
-  request_record r;
-  r.model = model;
-  r.http_status = status;
-  r.duration_s = seconds_since(t0);
-  r.ttft_s = ttft_s;
-  if (c) {
-    r.tokens_input = c->usage_.tokens_input;
-    r.tokens_cache_read = c->usage_.tokens_cache_read;
-    r.tokens_cache_write = c->usage_.tokens_cache_write;
-    r.tokens_output = c->usage_.tokens_output;
-    r.cost_usd = c->cost_usd;
-    r.overhead_s = std::max(0.0, r.duration_s - c->backend_seconds);
+// One request being served: what the client named (a route or a model) and what is known so far.
+struct serving {
+  http_session& s;
+  std::shared_ptr<router::chat_request> req;
+  const policies::route_config* route = nullptr;  // a route of the policy, or null for a plain model
+  const policies::model_config* model = nullptr;  // the plain model (null for a route, or an unknown name)
+  clock::time_point t0;
+  std::optional<double> ttft_s;
+
+  // The policy model that serves (or last tried to): the metrics' `model` label.
+  std::string tier(const event_queue* q) const {
+    if (route) {
+      const auto* d = q ? q->decision().get() : nullptr;
+      if (d && !d->tier.empty()) return d->tier;
+      if (d && !d->attempts.empty()) return d->attempts.back().tier;
+      return route->tiers.empty() ? std::string() : route->tiers.back();
+    }
+    return model ? model->name : std::string();
   }
-  s.state().metrics->record_request(r);
+};
+
+// Reports one finished request: metrics (labels bounded by gateway_metrics) and, for a route, its decision
+// log line.
+void record(serving& sv, const event_queue* q, int status, const router::completion* c) {
+  auto& state = sv.s.state();
+  const router::route_decision* d = sv.route && q ? q->decision().get() : nullptr;
+  const double duration = seconds_since(sv.t0);
+  if (state.metrics) {
+    request_record r;
+    const std::string tier = sv.tier(q);
+    r.model = tier;
+    r.http_status = status;
+    r.duration_s = duration;
+    r.ttft_s = sv.ttft_s;
+    r.count_usage = sv.route == nullptr;  // a route's attempts are counted one by one in record_route
+    if (c) {
+      r.tokens_input = c->usage_.tokens_input;
+      r.tokens_cache_read = c->usage_.tokens_cache_read;
+      r.tokens_cache_write = c->usage_.tokens_cache_write;
+      r.tokens_output = c->usage_.tokens_output;
+      r.cost_usd = c->cost_usd;
+      r.overhead_s = std::max(0.0, r.duration_s - c->backend_seconds);
+    }
+    state.metrics->record_request(r);
+    if (d) state.metrics->record_route(*d, duration, sv.ttft_s);
+  }
+  if (d && state.decisions) {
+    decision_context ctx;
+    ctx.request_id = sv.s.request_id();
+    ctx.endpoint = sv.req->format == router::wire_format::openai_completions ? "completions" : "chat";
+    ctx.stream = sv.req->stream;
+    ctx.http_status = status;
+    ctx.latency_s = duration;
+    ctx.ttft_s = sv.ttft_s;
+    const bool queued = state.decisions->write(decision_log_line(*d, ctx));
+    if (state.metrics) state.metrics->decision_log_lines_total.with({queued ? "queued" : "dropped"}).inc();
+  }
 }
 
 // Counts upstream failures by reason; `mid_stream` = after the response had started.
-void record_failure(http_session& s, const std::string& model, const router::error& e, bool mid_stream) {
-  if (!s.state().metrics) return;
+void record_failure(serving& sv, const event_queue* q, const router::error& e, bool mid_stream) {
+  auto& state = sv.s.state();
+  if (!state.metrics) return;
   std::optional<upstream_error_reason> reason;
   switch (e.code) {
     case router::errc::upstream_timeout: reason = upstream_error_reason::timeout; break;
@@ -69,20 +109,52 @@ void record_failure(http_session& s, const std::string& model, const router::err
       break;
     default: break;
   }
-  if (reason) s.state().metrics->record_upstream_error(model, *reason);
+  if (reason) state.metrics->record_upstream_error(sv.tier(q), *reason);
 }
 
-header_list served_headers(const router::completion* c, std::string_view tier) {
-  header_list h{{"x-sluice-tier", std::string(tier)}, {"x-sluice-escalated", "false"}};
-  if (c) h.emplace_back("x-sluice-cost-usd", cost_header(c->cost_usd));
+// How the request was served, as response headers: x-sluice-route / -tier / -escalated (and why), and with a
+// completion its cost and what the route's baseline would have cost.
+header_list served_headers(const serving& sv, const event_queue& q, const router::completion* c) {
+  header_list h;
+  const router::route_decision* d = q.decision().get();
+  if (sv.route) {
+    h.emplace_back("x-sluice-route", sv.route->name);
+    if (d && !d->tier.empty()) h.emplace_back("x-sluice-tier", d->tier);
+    h.emplace_back("x-sluice-escalated", d && d->escalated ? "true" : "false");
+    if (d && d->escalated) h.emplace_back("x-sluice-escalation-reason", router::to_string(d->reason));
+    if (d && d->served_after_failure) h.emplace_back("x-sluice-served-after-failure", "true");
+  } else {
+    h.emplace_back("x-sluice-tier", sv.tier(&q));
+    h.emplace_back("x-sluice-escalated", "false");
+  }
+  if (c) {
+    h.emplace_back("x-sluice-cost-usd", cost_header(c->cost_usd));
+    if (d) h.emplace_back("x-sluice-baseline-cost-usd", cost_header(d->baseline_cost_usd));
+  }
   return h;
 }
 
-response_ids ids_for(const router::chat_request& req, const std::string& request_id, std::string_view model) {
+// On a stream the cost is known only at the end: sent as trailers announced in the head.
+constexpr std::string_view cost_trailer_names = "x-sluice-cost-usd, x-sluice-baseline-cost-usd";
+header_list cost_trailers(const event_queue& q, const router::completion& c) {
+  header_list t{{"x-sluice-cost-usd", cost_header(c.cost_usd)}};
+  if (const auto* d = q.decision().get()) t.emplace_back("x-sluice-baseline-cost-usd", cost_header(d->baseline_cost_usd));
+  return t;
+}
+
+// The `model` field of answers the gateway writes itself: the serving model's upstream name (as OpenAI answers
+// with the resolved model), or the name the client used when nothing served.
+std::string answer_model(const serving& sv, const event_queue& q) {
+  const policies::model_config* m = sv.s.state().policy->find_model(sv.tier(&q));
+  if (!m) return sv.req->model;
+  return m->upstream_model.empty() ? m->name : m->upstream_model;
+}
+
+response_ids ids_for(const serving& sv, const event_queue& q) {
   response_ids ids;
-  ids.id = (req.format == router::wire_format::openai_completions ? "cmpl-" : "chatcmpl-") + request_id;
+  ids.id = (sv.req->format == router::wire_format::openai_completions ? "cmpl-" : "chatcmpl-") + sv.s.request_id();
   ids.created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  ids.model = std::string(model);
+  ids.model = answer_model(sv, q);
   return ids;
 }
 
@@ -116,89 +188,87 @@ struct in_flight {
   in_flight& operator=(const in_flight&) = delete;
 };
 
-// The client went away or a write failed: stop the backend, wait for its last callback, count a 499.
-awaitable<bool> abandon(http_session& s, router::generation& gen, event_queue& q, const std::string& tier,
-                        clock::time_point t0, std::optional<double> ttft_s) {
-  gen.cancel();
-  co_await drain(q);
-  record(s, tier, 499, nullptr, t0, ttft_s);
-  co_return false;
-}
-
-// The request was interrupted while its backend ran: the client left (499), or the server cut it at the end
-// of its drain grace (503 if nothing was sent yet, else an in-band error event ending the stream).
-awaitable<bool> interrupted(http_session& s, router::generation& gen, event_queue& q, const std::string& tier,
-                            clock::time_point t0, std::optional<double> ttft_s, bool stream_started) {
+// The request was interrupted while its backend ran: the client left or a write failed (499), or the server
+// cut it at the end of its drain grace (503 if nothing was sent yet, else an in-band error event).
+awaitable<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, bool stream_started) {
   gen.cancel();
   co_await drain(q);
   if (q.interrupted() != event_queue::interruption::server_stopping) {
-    record(s, tier, 499, nullptr, t0, ttft_s);
+    record(sv, &q, 499, nullptr);
     co_return false;
   }
   const router::error e{router::errc::shutting_down, "The server is shutting down; the request was cut before it "
                                                     "finished. Retry it."};
-  record(s, tier, router::info(e.code).http_status, nullptr, t0, ttft_s);
-  s.close_after_response();
+  record(sv, &q, router::info(e.code).http_status, nullptr);
+  sv.s.close_after_response();
   if (!stream_started) {
-    co_await send_error(s, e);
+    co_await sv.s.send(router::info(e.code).http_status, openai_error_body(e), json_type, served_headers(sv, q, nullptr));
     co_return false;
   }
-  if (co_await s.sse_send(openai_error_body(e))) {
-    if (co_await s.sse_send("[DONE]")) co_await s.sse_end();
+  if (co_await sv.s.sse_send(openai_error_body(e))) {
+    if (co_await sv.s.sse_send("[DONE]")) co_await sv.s.sse_end();
   }
   co_return false;
 }
 
 // The backend failed before anything was sent to the client: a proper error status.
-awaitable<bool> fail(http_session& s, const std::string& tier, const router::error& e, clock::time_point t0) {
-  record_failure(s, tier, e, false);
-  record(s, tier, router::info(e.code).http_status, nullptr, t0, std::nullopt);
-  co_return co_await send_error(s, e);
+awaitable<bool> fail(serving& sv, const event_queue& q, const router::error& e) {
+  record_failure(sv, &q, e, false);
+  const int status = router::info(e.code).http_status;
+  record(sv, &q, status, nullptr);
+  co_return co_await sv.s.send(status, openai_error_body(e), json_type, served_headers(sv, q, nullptr));
 }
 
 awaitable<bool> serve_completion(http_session& s, router::result<router::chat_request> parsed, clock::time_point t0) {
   auto& state = s.state();
   const in_flight counted(state.metrics.get());
   if (!parsed) {
-    record(s, "", router::info(parsed.error().code).http_status, nullptr, t0, std::nullopt);
+    request_record r;
+    r.http_status = router::info(parsed.error().code).http_status;
+    r.duration_s = seconds_since(t0);
+    if (state.metrics) state.metrics->record_request(r);
     co_return co_await send_error(s, parsed.error());
   }
-  auto req = std::make_shared<router::chat_request>(std::move(*parsed));
-  req->request_id = s.request_id();
-  const policies::model_config* model = state.policy->find_model(req->model);
-  const std::string tier = model ? model->name : std::string();
+  serving sv{s, std::make_shared<router::chat_request>(std::move(*parsed)), nullptr, nullptr, t0, std::nullopt};
+  sv.req->request_id = s.request_id();
+  sv.route = state.policy->find_route(sv.req->model);
+  if (!sv.route) sv.model = state.policy->find_model(sv.req->model);
 
   auto queue = std::make_shared<event_queue>(co_await asio::this_coro::executor);
-  auto gen = state.router->dispatch(req, queue);
+  auto gen = state.router->dispatch(sv.req, queue);
   if (!gen) {
-    record(s, tier, router::info(gen.error().code).http_status, nullptr, t0, std::nullopt);
+    record(sv, nullptr, router::info(gen.error().code).http_status, nullptr);
     co_return co_await send_error(s, gen.error());
   }
-  const auto ids = ids_for(*req, s.request_id(), model->upstream_model.empty() ? model->name : model->upstream_model);
-  const bool completions_api = req->format == router::wire_format::openai_completions;
+  const bool completions_api = sv.req->format == router::wire_format::openai_completions;
   const client_watch watch(s, queue);
 
-  if (!req->stream) {
+  if (!sv.req->stream) {
     router::completion acc;  // chunks from backends that stream even for non-streaming requests
     for (;;) {
       auto ev = co_await queue->next();
-      if (!ev) co_return co_await interrupted(s, **gen, *queue, tier, t0, std::nullopt, false);
+      if (!ev) co_return co_await interrupted(sv, **gen, *queue, false);
       if (auto* c = std::get_if<router::chunk>(&*ev)) {
+        if (!c->text.empty() && !sv.ttft_s) sv.ttft_s = seconds_since(t0);
         acc.text += c->text;
         acc.logprobs.insert(acc.logprobs.end(), c->logprobs.begin(), c->logprobs.end());
         continue;
       }
       auto& done = std::get<1>(*ev);
-      if (!done) co_return co_await fail(s, tier, done.error(), t0);
+      if (!done) co_return co_await fail(sv, *queue, done.error());
       router::completion& c = *done;
       if (c.text.empty() && !acc.text.empty()) c.text = std::move(acc.text);
       if (c.logprobs.empty()) c.logprobs = std::move(acc.logprobs);
+      if (!sv.ttft_s && c.usage_.tokens_output > 0) sv.ttft_s = seconds_since(t0);  // an upstream's whole answer
+      const auto ids = ids_for(sv, *queue);
       std::string body;
-      if (!c.raw.empty()) body = std::move(c.raw);  // same-wire upstream answer, relayed as is
-      else if (completions_api) body = openai_completion_response(c, *req, ids);
-      else body = openai_chat_response(c, *req, ids);
-      record(s, tier, 200, &c, t0, std::nullopt);
-      co_return co_await s.send(200, std::move(body), json_type, served_headers(&c, c.served_by));
+      // A same-wire upstream answer is relayed as is; otherwise (local tier, or a completions request answered
+      // by a chat upstream) the gateway writes the answer in the request's format.
+      if (!c.raw.empty() && !completions_api) body = std::move(c.raw);
+      else if (completions_api) body = openai_completion_response(c, *sv.req, ids);
+      else body = openai_chat_response(c, *sv.req, ids);
+      record(sv, queue.get(), 200, &c);
+      co_return co_await s.send(200, std::move(body), json_type, served_headers(sv, *queue, &c));
     }
   }
 
@@ -206,49 +276,52 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
   bool started = false;
   bool first_chunk = true;
   bool relayed_raw = false;
-  std::optional<double> ttft_s;
+  response_ids ids;
   for (;;) {
     auto ev = co_await queue->next();
-    if (!ev) co_return co_await interrupted(s, **gen, *queue, tier, t0, ttft_s, started);
+    if (!ev) co_return co_await interrupted(sv, **gen, *queue, started);
     if (!started) {
-      if (auto* done = std::get_if<1>(&*ev); done && !*done) co_return co_await fail(s, tier, done->error(), t0);
+      if (auto* done = std::get_if<1>(&*ev); done && !*done) co_return co_await fail(sv, *queue, done->error());
       started = true;
-      if (!co_await s.sse_begin(served_headers(nullptr, tier))) {
-        co_return co_await abandon(s, **gen, *queue, tier, t0, ttft_s);
+      ids = ids_for(sv, *queue);
+      if (!co_await s.sse_begin(served_headers(sv, *queue, nullptr), cost_trailer_names)) {
+        co_return co_await interrupted(sv, **gen, *queue, started);
       }
     }
     if (auto* c = std::get_if<router::chunk>(&*ev)) {
-      if (!ttft_s && !c->text.empty()) ttft_s = seconds_since(t0);
+      if (!sv.ttft_s && !c->text.empty()) sv.ttft_s = seconds_since(t0);
       bool ok = true;
-      if (!c->raw.empty() && c->raw_format == req->format) {
-        if (c->usage_only && !req->include_usage) continue;  // we asked upstream for usage; the client did not
+      if (!c->raw.empty() && c->raw_format == sv.req->format) {
+        if (c->usage_only && !sv.req->include_usage) continue;  // we asked upstream for usage; the client did not
         relayed_raw = true;
         ok = co_await s.sse_send(c->raw);
+      } else if (c->usage_only) {
+        continue;  // an upstream's usage chunk in another format: the gateway writes its own below
       } else if (!c->text.empty() || c->finish || first_chunk) {
-        std::string json = completions_api ? openai_completion_chunk_json(*c, *req, ids)
-                                           : openai_chat_chunk_json(*c, *req, ids, first_chunk);
+        std::string json = completions_api ? openai_completion_chunk_json(*c, *sv.req, ids)
+                                           : openai_chat_chunk_json(*c, *sv.req, ids, first_chunk);
         ok = co_await s.sse_send(json);
         first_chunk = false;
       }
-      if (!ok) co_return co_await abandon(s, **gen, *queue, tier, t0, ttft_s);
+      if (!ok) co_return co_await interrupted(sv, **gen, *queue, started);
       continue;
     }
     auto& done = std::get<1>(*ev);
     if (!done) {
       // After the 200 the only way to signal failure is in-band (PITFALLS.md "Streaming semantics").
-      record_failure(s, tier, done.error(), true);
+      record_failure(sv, queue.get(), done.error(), true);
       co_await s.sse_send(openai_error_body(done.error()));
       co_await s.sse_send("[DONE]");
-      record(s, tier, router::info(done.error().code).http_status, nullptr, t0, ttft_s);
+      record(sv, queue.get(), router::info(done.error().code).http_status, nullptr);
       co_return co_await s.sse_end();
     }
     router::completion& c = *done;
-    if (req->include_usage && !relayed_raw) {  // a relayed upstream stream already carried its usage chunk
+    if (sv.req->include_usage && !relayed_raw) {  // a relayed upstream stream already carried its usage chunk
       co_await s.sse_send(openai_usage_chunk_json(c.usage_, ids, completions_api));
     }
     co_await s.sse_send("[DONE]");
-    record(s, tier, 200, &c, t0, ttft_s);
-    co_return co_await s.sse_end();
+    record(sv, queue.get(), 200, &c);
+    co_return co_await s.sse_end(cost_trailers(*queue, c));
   }
 }
 
@@ -263,6 +336,13 @@ awaitable<bool> list_models(http_session& s) {
     out += ",\"object\":\"model\",\"created\":0,\"owned_by\":";
     append_json_string(out, m.kind == policies::model_kind::local ? "sluice-local" : "sluice");
     out += '}';
+  }
+  for (const auto& r : s.state().policy->routes) {  // routes are named like models by clients
+    if (!first) out += ',';
+    first = false;
+    out += "{\"id\":";
+    append_json_string(out, r.name);
+    out += ",\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice-route\"}";
   }
   out += "]}";
   co_return co_await s.send(200, std::move(out), json_type);

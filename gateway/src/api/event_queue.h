@@ -11,6 +11,7 @@
 #include <variant>
 
 #include "sluice/router/backend.h"
+#include "sluice/router/cascade.h"
 
 namespace sluice::gateway {
 
@@ -22,6 +23,11 @@ class event_queue final : public router::generation_sink, public std::enable_sha
 
   void on_chunk(router::chunk c) override;
   void on_done(router::result<router::completion> r) override;
+  void on_decision(std::shared_ptr<const router::route_decision> d) override;
+
+  // A routed request's latest decision among the events next() has returned so far (null for plain models):
+  // the one in force when the next chunk is written.
+  const std::shared_ptr<const router::route_decision>& decision() const { return decision_; }
 
   // Why next() returned nullopt: the request must stop before its backend finished.
   enum class interruption { none, client_gone, server_stopping };
@@ -35,11 +41,15 @@ class event_queue final : public router::generation_sink, public std::enable_sha
   interruption interrupted() const { return interrupted_; }
 
  private:
-  void push(backend_event ev);
+  // Decisions travel in order with the other events and are absorbed by next().
+  using queued_event = std::variant<router::chunk, router::result<router::completion>,
+                                    std::shared_ptr<const router::route_decision>>;
+  void push(queued_event ev);
 
   boost::asio::any_io_executor strand_;
   boost::asio::steady_timer bell_;
-  std::deque<backend_event> events_;
+  std::deque<queued_event> events_;
+  std::shared_ptr<const router::route_decision> decision_;
   interruption interrupted_ = interruption::none;
 };
 

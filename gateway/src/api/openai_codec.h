@@ -17,8 +17,10 @@ router::result<router::chat_request> parse_openai_chat_request(std::string body)
 // POST /v1/completions (legacy text completions): prompt must be a string.
 router::result<router::chat_request> parse_openai_completion_request(std::string body);
 
-// The client's body with "model" set to `upstream_model`; with `force_stream_usage`, a streaming request
-// also asks for stream_options.include_usage (so the gateway can account for it even when the client did not).
+// The body for an OpenAI chat upstream: the client's body with "model" set to `upstream_model` and every
+// other byte kept; a legacy completions request becomes a chat request (its prompt one user message, its
+// integer logprobs the chat form). With `force_stream_usage`, a streaming request also asks for
+// stream_options.include_usage (so the gateway can account for it even when the client did not).
 std::string make_openai_upstream_body(const router::chat_request& req, std::string_view upstream_model,
                                       bool force_stream_usage);
 

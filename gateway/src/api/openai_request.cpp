@@ -380,10 +380,37 @@ std::string make_openai_upstream_body(const router::chat_request& req, std::stri
   out.reserve(body.size() + upstream_model.size() + 48);
   size_t copied = 0;
   bool has_stream_options = false;
+  const bool from_completions = req.format == router::wire_format::openai_completions;
   for (const auto& m : members) {
     if (m.key == "model") {
       out.append(body, copied, m.value_begin - copied);
       append_json_string(out, upstream_model);
+      copied = m.value_end;
+    } else if (from_completions && m.key == "prompt") {
+      // A legacy completions request to a chat upstream: the prompt becomes one user message.
+      out.append(body, copied, m.key_begin - copied);
+      out += "\"messages\":[{\"role\":\"user\",\"content\":";
+      append_json_string(out, req.prompt);
+      out += "}]";
+      copied = m.value_end;
+    } else if (from_completions && (m.key == "suffix" || m.key == "best_of" || m.key == "echo")) {
+      // Completions-only keys a chat upstream would reject: dropped with their separating comma.
+      out.append(body, copied, m.key_begin - copied);
+      while (!out.empty() && (out.back() == ' ' || out.back() == '\n' || out.back() == '\t' || out.back() == '\r')) {
+        out.pop_back();
+      }
+      copied = m.value_end;
+      if (!out.empty() && out.back() == ',') {
+        out.pop_back();
+      } else {  // the first member: drop the comma after it instead
+        size_t i = copied;
+        while (i < body.size() && (body[i] == ' ' || body[i] == '\n' || body[i] == '\t' || body[i] == '\r')) ++i;
+        if (i < body.size() && body[i] == ',') copied = i + 1;
+      }
+    } else if (from_completions && m.key == "logprobs") {
+      out.append(body, copied, m.key_begin - copied);
+      if (req.logprobs) out += "\"logprobs\":true,\"top_logprobs\":" + std::to_string(req.top_logprobs);
+      else out += "\"logprobs\":false";
       copied = m.value_end;
     } else if (m.key == "stream_options" && req.stream && force_stream_usage && !req.include_usage) {
       has_stream_options = true;

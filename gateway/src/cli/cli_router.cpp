@@ -4,7 +4,6 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "cli/cli.h"
+#include "cli/cli_common.h"
 #include "sluice/router/classifier.h"
 #include "sluice/router/routing_metrics.h"
 #include "sluice/router/train.h"
@@ -26,71 +26,11 @@ namespace {
 
 namespace rt = sluice::router;
 
-// ---- arguments -------------------------------------------------------------------------------------------
-
-struct arg_parser {
-  int argc;
-  char** argv;
-  std::map<std::string, std::vector<std::string>> values;
-  std::string error;
-
-  // Flags take exactly one value ("--name value" or "--name=value").
-  bool parse(const std::set<std::string>& known) {
-    for (int i = 0; i < argc; ++i) {
-      std::string a = argv[i];
-      if (a.rfind("--", 0) != 0) {
-        error = "unexpected argument '" + a + "'";
-        return false;
-      }
-      std::string name = a.substr(2), value;
-      if (size_t eq = name.find('='); eq != std::string::npos) {
-        value = name.substr(eq + 1);
-        name.resize(eq);
-      } else if (i + 1 < argc) {
-        value = argv[++i];
-      } else {
-        error = "--" + name + " needs a value";
-        return false;
-      }
-      if (!known.contains(name)) {
-        error = "unknown option --" + name;
-        return false;
-      }
-      values[name].push_back(value);
-    }
-    return true;
-  }
-  bool has(const std::string& name) const { return values.contains(name); }
-  std::string get(const std::string& name, const std::string& def = "") const {
-    auto it = values.find(name);
-    return it == values.end() ? def : it->second.back();
-  }
-  std::vector<std::string> all(const std::string& name) const {
-    auto it = values.find(name);
-    return it == values.end() ? std::vector<std::string>{} : it->second;
-  }
-};
-
-template <class T>
-bool parse_number(const std::string& text, T& out) {
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, out);
-  return ec == std::errc() && p == end;
-}
-
-bool number_option(const arg_parser& args, const std::string& name, auto& out, std::string& error) {
-  if (!args.has(name)) return true;
-  if (!parse_number(args.get(name), out)) {
-    error = "--" + name + ": '" + args.get(name) + "' is not a valid number";
-    return false;
-  }
-  return true;
-}
-
-int fail(const std::string& command, const std::string& message) {
-  std::fprintf(stderr, "sluice %s: %s\n", command.c_str(), message.c_str());
-  return 2;
-}
+using cli::arg_parser;
+using cli::fail;
+using cli::json_number;
+using cli::number_option;
+using cli::parse_number;
 
 // ---- data ------------------------------------------------------------------------------------------------
 
@@ -99,15 +39,6 @@ struct dataset {
   std::vector<rt::routing_row> rows;  // contaminated rows already dropped
   size_t dropped_contaminated = 0;
 };
-
-bool json_number(const boost::json::value& v, double& out) {
-  if (v.is_bool()) out = v.get_bool() ? 1.0 : 0.0;
-  else if (v.is_int64()) out = static_cast<double>(v.get_int64());
-  else if (v.is_uint64()) out = static_cast<double>(v.get_uint64());
-  else if (v.is_double()) out = v.get_double();
-  else return false;
-  return true;
-}
 
 // Reads one JSONL(.gz) file. label_field: a custom field to read into routing_row::label_field ("" = none).
 bool load_dataset(const std::string& path, const std::string& label_field, dataset& out, std::string& error) {

@@ -17,6 +17,7 @@
 #include "ops/gateway_metrics.h"
 #include "http/http_session.h"
 #include "local/local_backend.h"
+#include "http/asio_timers.h"
 #include "http/shutdown.h"
 #include "upstream/upstream_openai.h"
 
@@ -75,7 +76,14 @@ int run_validate(int argc, char** argv) {
     std::fprintf(stderr, "%s: %zu error%s\n", argv[0], loaded.error().size(), loaded.error().size() == 1 ? "" : "s");
     return 1;
   }
-  std::printf("%s: ok (%zu models)\n", argv[0], (*loaded)->models.size());
+  // The files routes name (classifier, acceptance model) are checked too: serve would refuse them.
+  const auto problems = router::check_route_files(**loaded);
+  for (const auto& p : problems) std::fprintf(stderr, "%s\n", p.c_str());
+  if (!problems.empty()) {
+    std::fprintf(stderr, "%s: %zu error%s\n", argv[0], problems.size(), problems.size() == 1 ? "" : "s");
+    return 1;
+  }
+  std::printf("%s: ok (%zu models, %zu routes)\n", argv[0], (*loaded)->models.size(), (*loaded)->routes.size());
   return 0;
 }
 
@@ -179,10 +187,23 @@ int run_serve(int argc, char** argv) {
 
   auto state = std::make_shared<server_state>();
   state->policy = policy;
-  state->metrics = std::make_shared<gateway_metrics>(policy->model_names());
+  state->metrics = std::make_shared<gateway_metrics>(policy->model_names(), policy->route_names());
   std::vector<std::shared_ptr<router::backend>> all_backends;
   for (const auto& [name, b] : backends) all_backends.push_back(b);
-  state->router = std::make_shared<router::router>(policy, std::move(backends));
+  auto routed = router::router::create(policy, std::move(backends), make_asio_timers(ioc));
+  if (!routed) {
+    std::fprintf(stderr, "sluice: %s\n", routed.error().message.c_str());
+    return 1;
+  }
+  state->router = std::move(*routed);
+  if (!policy->decision_log.path.empty()) {
+    auto log = decision_log::open(policy->decision_log);
+    if (!log) {
+      std::fprintf(stderr, "sluice: %s\n", log.error().message.c_str());
+      return 1;
+    }
+    state->decisions = std::move(*log);
+  }
 
   auto acceptor = std::make_shared<tcp::acceptor>(ioc);
   boost::system::error_code ec;
@@ -218,6 +239,7 @@ int run_serve(int argc, char** argv) {
   // The network has stopped: stop the backends' own threads (the engine's) while the io_context they post
   // to still exists. Their last callbacks are queued and dropped with it.
   for (const auto& b : all_backends) b->stop();
+  if (state->decisions) state->decisions->close();  // every line of the requests served is on disk
   std::fprintf(stderr, "sluice: stopped\n");
   return 0;
 }

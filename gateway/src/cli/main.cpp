@@ -23,6 +23,10 @@ void print_help(std::FILE* out) {
                "                        train the request classifier\n"
                "  eval-router --model MODEL --data FILE.jsonl\n"
                "                        evaluate a router model (APGR, CPT) against baselines\n"
+               "  train-cascade --data FILE.jsonl --labels up,down,... --out MODEL [options]\n"
+               "                        train the cascade's acceptance model on labelled local answers\n"
+               "  eval-cascade --model MODEL --data FILE.jsonl\n"
+               "                        accept-rate / precision curve of an acceptance model\n"
                "\n"
                "  --version             print the version\n"
                "  --help                print this help; `sluice <command> --help` for a command's options\n",
@@ -51,6 +55,8 @@ int main(int argc, char** argv) {
   if (cmd == "generate") return run_generate(argc - 2, argv + 2);
   if (cmd == "train-router") return run_train_router(argc - 2, argv + 2);
   if (cmd == "eval-router") return run_eval_router(argc - 2, argv + 2);
+  if (cmd == "train-cascade") return run_train_cascade(argc - 2, argv + 2);
+  if (cmd == "eval-cascade") return run_eval_cascade(argc - 2, argv + 2);
   std::fprintf(stderr, "sluice: unknown command '%s' (try: sluice --help)\n", argv[1]);
   return 2;
 }

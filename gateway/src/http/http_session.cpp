@@ -97,11 +97,16 @@ awaitable<bool> http_session::send(int status, std::string body, std::string_vie
   co_return !ec && keep_alive_;
 }
 
-awaitable<bool> http_session::sse_begin(const header_list& headers) {
+awaitable<bool> http_session::sse_begin(const header_list& headers, std::string_view trailer_names) {
   std::string head = "HTTP/1.1 200 OK\r\nServer: sluice\r\nContent-Type: text/event-stream\r\n"
                      "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nx-request-id: " +
                      request_id_ + "\r\n";
   for (const auto& [k, v] : headers) head += k + ": " + v + "\r\n";
+  if (!trailer_names.empty()) {
+    head += "Trailer: ";
+    head += trailer_names;
+    head += "\r\n";
+  }
   head += keep_alive_ ? "\r\n" : "Connection: close\r\n\r\n";
   co_return co_await write_raw(head);
 }
@@ -120,7 +125,12 @@ awaitable<bool> http_session::sse_send(std::string_view data) {
   co_return co_await write_raw(frame);
 }
 
-awaitable<bool> http_session::sse_end() { co_return co_await write_raw("0\r\n\r\n") && keep_alive_; }
+awaitable<bool> http_session::sse_end(const header_list& trailers) {
+  std::string last = "0\r\n";
+  for (const auto& [k, v] : trailers) last += k + ": " + v + "\r\n";
+  last += "\r\n";
+  co_return co_await write_raw(last) && keep_alive_;
+}
 
 void http_session::watch_client(std::weak_ptr<event_queue> q) {
   watching_ = ++watch_epoch_;

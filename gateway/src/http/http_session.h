@@ -45,10 +45,11 @@ class http_session : public std::enable_shared_from_this<http_session> {
   // Whole response. Returns false when the connection must close.
   boost::asio::awaitable<bool> send(int status, std::string body, std::string_view content_type,
                                     const header_list& headers = {});
-  // Server-sent events over a chunked response.
-  boost::asio::awaitable<bool> sse_begin(const header_list& headers);
+  // Server-sent events over a chunked response. `trailer_names` announces fields that sse_end sends after the
+  // last chunk (RFC 9112 trailers: values known only once the stream is over, such as its cost).
+  boost::asio::awaitable<bool> sse_begin(const header_list& headers, std::string_view trailer_names = {});
   boost::asio::awaitable<bool> sse_send(std::string_view data);   // writes "data: <data>\n\n"
-  boost::asio::awaitable<bool> sse_end();
+  boost::asio::awaitable<bool> sse_end(const header_list& trailers = {});
 
   // Until stop_watching(), tells `q` (client_gone) if the client closes its side or the socket fails while a
   // request is being served; more (pipelined) bytes are not a close. One socket wait, no extra coroutine.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <mutex>
 
+#include "local/model_identity.h"
 #include "sluice/engine/engine.h"
 
 namespace sluice::gateway {
@@ -89,7 +90,10 @@ class local_generation final : public router::generation, public engine::sequenc
 
 class local_backend final : public router::backend {
  public:
-  explicit local_backend(std::unique_ptr<engine::engine> eng) : engine_(std::move(eng)) {}
+  local_backend(std::unique_ptr<engine::engine> eng, std::string identity)
+      : engine_(std::move(eng)), identity_(std::move(identity)) {}
+
+  std::string identity() const override { return identity_; }
 
   // Cancels what is still running and joins the engine's threads (the engine's destructor does both).
   void stop() override { engine_.reset(); }
@@ -161,6 +165,7 @@ class local_backend final : public router::backend {
 
  private:
   std::shared_ptr<engine::engine> engine_;
+  std::string identity_;  // "sha256:..." of the GGUF
 };
 
 }  // namespace
@@ -175,7 +180,9 @@ router::result<std::shared_ptr<router::backend>> make_local_backend(const polici
   o.prefix_cache_bytes = size_t(model.local.prefix_cache_mib) << 20;
   auto eng = engine::engine::load(o);
   if (!eng) return error{errc::internal, eng.error().message};
-  return std::shared_ptr<router::backend>(std::make_shared<local_backend>(std::move(*eng)));
+  auto id = gguf_identity(model.local.gguf_path);  // what an acceptance model trained on its answers must match
+  if (!id) return id.error();
+  return std::shared_ptr<router::backend>(std::make_shared<local_backend>(std::move(*eng), std::move(*id)));
 }
 
 }  // namespace sluice::gateway

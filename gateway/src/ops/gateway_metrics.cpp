@@ -45,7 +45,13 @@ const char* to_string(upstream_error_reason r) {
   return "other";
 }
 
-gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::string_view version)
+// Acceptance scores are probabilities; the decision itself takes microseconds.
+const std::vector<double> score_buckets = {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0};
+const std::vector<double> decision_buckets_s = {0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005,
+                                                0.0001,   0.00025,   0.0005,   0.001,   0.01};
+
+gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::span<const std::string> route_names,
+                                 std::string_view version)
     : requests_total(registry_.add_counter("sluice_requests_total",
                                            "Requests answered, by the policy model that served them and HTTP status.",
                                            {"model", "status"})),
@@ -76,13 +82,41 @@ gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::
       upstream_errors_total(registry_.add_counter("sluice_upstream_errors_total",
                                                   "Failed upstream attempts, by model and reason.",
                                                   {"model", "reason"})),
+      route_requests_total(registry_.add_counter(
+          "sluice_route_requests_total",
+          "Routed requests, by route, the tier that served them (none: the route failed) and whether they escalated.",
+          {"route", "tier", "escalated"})),
+      route_escalations_total(registry_.add_counter("sluice_route_escalations_total",
+                                                    "Routed requests that left their first tier, by the first reason.",
+                                                    {"route", "reason"})),
+      route_cost_usd_total(registry_.add_counter(
+          "sluice_route_cost_usd_total", "What routed requests cost in US dollars, every attempt included.",
+          {"route"})),
+      route_baseline_cost_usd_total(registry_.add_counter(
+          "sluice_route_baseline_cost_usd_total",
+          "What the served routed requests would have cost on the route's baseline model, in US dollars.", {"route"})),
+      route_acceptance_score(registry_.add_histogram(
+          "sluice_route_acceptance_score", "The acceptance score of answers judged by a route (0..1).", {"route"},
+          score_buckets)),
+      route_decision_seconds(registry_.add_histogram(
+          "sluice_route_decision_seconds",
+          "Time a route spent deciding (pre-score, acceptance features, decision), generation excluded, in seconds.",
+          {"route"}, decision_buckets_s)),
+      route_time_to_first_token_seconds(registry_.add_histogram(
+          "sluice_route_time_to_first_token_seconds",
+          "Time to the first output token of routed requests, by whether they escalated, in seconds. Judged tiers "
+          "answer in full before their first token is sent.",
+          {"route", "escalated"}, ttft_buckets_s)),
+      decision_log_lines_total(registry_.add_counter(
+          "sluice_decision_log_lines_total", "Decision log lines, by result: queued for the writer, or dropped (the disk fell behind).",
+          {"result"})),
       build_info(registry_.add_gauge("sluice_build_info", "Always 1; the version label says which build runs.",
                                      {"version"})),
       connections_open(registry_.add_gauge("sluice_connections_open", "Client connections currently open.")
                            .with({})),
       requests_in_flight(registry_.add_gauge("sluice_requests_in_flight", "Requests currently being served.")
                              .with({})),
-      model_names_(sorted_names(model_names)) {
+      model_names_(sorted_names(model_names)), route_names_(sorted_names(route_names)) {
   build_info.with({version}).set(1);
 }
 
@@ -90,6 +124,16 @@ void gateway_metrics::set_model_names(std::span<const std::string> model_names) 
   auto names = sorted_names(model_names);
   std::lock_guard lock(names_mutex_);
   model_names_ = std::move(names);
+}
+
+std::string gateway_metrics::route_label(std::string_view name) const {
+  std::shared_ptr<const std::vector<std::string>> names;
+  {
+    std::lock_guard lock(names_mutex_);
+    names = route_names_;
+  }
+  return std::binary_search(names->begin(), names->end(), name, std::less<>{}) ? std::string(name)
+                                                                                : std::string(unknown_model);
 }
 
 std::string gateway_metrics::model_label(std::string_view name) const {
@@ -105,6 +149,16 @@ std::string gateway_metrics::model_label(std::string_view name) const {
 void gateway_metrics::record_request(const request_record& r) {
   const std::string model = model_label(r.model);
   requests_total.with({model, status_label(r.http_status)}).inc();
+  request_duration_seconds.with({model}).observe(r.duration_s);
+  gateway_overhead_seconds.with({model}).observe(r.overhead_s);
+  if (r.ttft_s) {
+    time_to_first_token_seconds.with({model}).observe(*r.ttft_s);
+    if (r.tokens_output >= 2 && r.duration_s > *r.ttft_s) {
+      time_per_output_token_seconds.with({model}).observe((r.duration_s - *r.ttft_s) /
+                                                          static_cast<double>(r.tokens_output - 1));
+    }
+  }
+  if (!r.count_usage) return;
 
   const int64_t uncached = std::max<int64_t>(0, r.tokens_input - r.tokens_cache_read - r.tokens_cache_write);
   auto add_tokens = [&](std::string_view type, int64_t n) {
@@ -117,16 +171,34 @@ void gateway_metrics::record_request(const request_record& r) {
 
   cost_usd_total.with({model}).inc(r.cost_usd);
   if (r.baseline_cost_usd) baseline_cost_usd_total.with({model}).inc(*r.baseline_cost_usd);
+}
 
-  request_duration_seconds.with({model}).observe(r.duration_s);
-  gateway_overhead_seconds.with({model}).observe(r.overhead_s);
-  if (r.ttft_s) {
-    time_to_first_token_seconds.with({model}).observe(*r.ttft_s);
-    if (r.tokens_output >= 2 && r.duration_s > *r.ttft_s) {
-      time_per_output_token_seconds.with({model}).observe((r.duration_s - *r.ttft_s) /
-                                                          static_cast<double>(r.tokens_output - 1));
-    }
+void gateway_metrics::record_route(const router::route_decision& d, double, std::optional<double> ttft_s) {
+  for (const router::attempt_record& a : d.attempts) {
+    const std::string model = model_label(a.tier);
+    const router::usage& u = a.usage_;
+    const int64_t uncached = std::max<int64_t>(0, u.tokens_input - u.tokens_cache_read - u.tokens_cache_write);
+    auto add_tokens = [&](std::string_view type, int64_t n) {
+      if (n > 0) tokens_total.with({model, type}).inc(static_cast<double>(n));
+    };
+    add_tokens("input", uncached);
+    add_tokens("cached_input", u.tokens_cache_read);
+    add_tokens("cache_write", u.tokens_cache_write);
+    add_tokens("output", u.tokens_output);
+    cost_usd_total.with({model}).inc(a.cost_usd);
   }
+  const std::string route = route_label(d.route);
+  const char* escalated = d.escalated ? "true" : "false";
+  route_requests_total.with({route, d.tier.empty() ? std::string("none") : model_label(d.tier), escalated}).inc();
+  if (d.escalated) route_escalations_total.with({route, router::to_string(d.reason)}).inc();
+  route_cost_usd_total.with({route}).inc(d.cost_usd);
+  if (!d.tier.empty()) {
+    route_baseline_cost_usd_total.with({route}).inc(d.baseline_cost_usd);
+    baseline_cost_usd_total.with({model_label(d.tier)}).inc(d.baseline_cost_usd);
+  }
+  if (d.acceptance_score) route_acceptance_score.with({route}).observe(*d.acceptance_score);
+  route_decision_seconds.with({route}).observe(d.routing_seconds);
+  if (ttft_s) route_time_to_first_token_seconds.with({route, escalated}).observe(*ttft_s);
 }
 
 void gateway_metrics::record_upstream_error(std::string_view model, upstream_error_reason reason) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ops/metrics.h"
+#include "sluice/router/cascade.h"
 
 #ifndef SLUICE_VERSION  // set by CMake (cmake/sluice_options.cmake)
 #define SLUICE_VERSION "unknown"
@@ -35,6 +36,8 @@ struct request_record {
   double duration_s = 0.0;                  // end to end: request head received -> last byte written
   std::optional<double> ttft_s;             // time to first token (streamed or not); nullopt when none was produced
   double overhead_s = 0.0;                  // duration minus the time spent waiting on the upstream or engine
+  // false for routed requests: their tokens and costs are counted per attempt (record_route), not here.
+  bool count_usage = true;
 };
 
 // Why an upstream attempt failed. A fixed set so the `reason` label stays bounded.
@@ -53,8 +56,10 @@ const char* to_string(upstream_error_reason r);
 
 class gateway_metrics {
  public:
-  // `model_names`: the policy's model names, the only values the `model` label may take besides "unknown".
-  explicit gateway_metrics(std::span<const std::string> model_names, std::string_view version = SLUICE_VERSION);
+  // `model_names` / `route_names`: the policy's names, the only values the `model` and `route` labels may
+  // take besides "unknown".
+  explicit gateway_metrics(std::span<const std::string> model_names, std::span<const std::string> route_names = {},
+                           std::string_view version = SLUICE_VERSION);
   gateway_metrics(const gateway_metrics&) = delete;
   gateway_metrics& operator=(const gateway_metrics&) = delete;
 
@@ -66,6 +71,9 @@ class gateway_metrics {
 
   void record_request(const request_record& r);
   void record_upstream_error(std::string_view model, upstream_error_reason reason);
+  // A routed request, once it is over: every attempt's tokens and cost (rejected ones included) by model, and
+  // the route's own families. `ttft_s` as in request_record.
+  void record_route(const router::route_decision& d, double duration_s, std::optional<double> ttft_s);
   void connection_opened() { connections_open.inc(); }
   void connection_closed() { connections_open.dec(); }
 
@@ -86,13 +94,24 @@ class gateway_metrics {
   histogram_family& time_per_output_token_seconds;     // {model}
   histogram_family& gateway_overhead_seconds;          // {model}
   counter_family& upstream_errors_total;     // {model, reason}
+  counter_family& route_requests_total;        // {route, tier, escalated}
+  counter_family& route_escalations_total;     // {route, reason}
+  counter_family& route_cost_usd_total;        // {route}
+  counter_family& route_baseline_cost_usd_total;  // {route}
+  histogram_family& route_acceptance_score;    // {route}
+  histogram_family& route_decision_seconds;    // {route}
+  histogram_family& route_time_to_first_token_seconds;  // {route, escalated}
+  counter_family& decision_log_lines_total;    // {result}: queued | dropped
   gauge_family& build_info;                  // {version}, always 1
   gauge& connections_open;
   gauge& requests_in_flight;
 
  private:
+  std::string route_label(std::string_view name) const;
+
   mutable std::mutex names_mutex_;
   std::shared_ptr<const std::vector<std::string>> model_names_;  // sorted
+  std::shared_ptr<const std::vector<std::string>> route_names_;  // sorted
 };
 
 }  // namespace sluice::gateway

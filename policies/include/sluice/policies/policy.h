@@ -79,13 +79,59 @@ struct model_config {
   int line = 0;              // where it was defined, for messages
 };
 
+// What a route does when its last tier fails after an earlier tier's answer was rejected.
+enum class escalation_failure { error, serve_local };
+
+// Skip the cheap tier when the request looks hard before anything is generated (either rule suffices).
+struct pre_score_config {
+  std::string classifier_path;  // a router model file (sluice train-router); "" = no classifier
+  double skip_local_above = 1.0;  // classifier score above which the first tier is skipped
+  int64_t max_prompt_chars = 0;   // prompts longer than this skip the first tier; 0 = no length rule
+  bool enabled() const { return !classifier_path.empty() || max_prompt_chars > 0; }
+};
+
+// When an answer of a tier that is not the last may be served. Validators always apply; then the learned model
+// (when `model_path` is set) or the mean log-prob rule (when set) decides; with neither, validators decide alone.
+struct accept_config {
+  std::string model_path;                 // an acceptance model file (sluice train-cascade); "" = none
+  std::optional<double> threshold;        // overrides the model file's threshold
+  std::optional<double> min_mean_logprob; // without a model: accept when the answer's mean token log-prob >= this
+  std::vector<std::string> labels;        // the answer (trimmed, lower case) must be one of these
+  std::string regex;                      // the trimmed answer must match (ECMAScript, whole answer); "" = none
+  bool json_if_requested = true;          // a request asking for JSON output gets only answers that parse
+};
+
+struct route_config {
+  std::string name;                // what clients put in "model"
+  std::vector<std::string> tiers;  // model names, cheapest first
+  std::string baseline;            // the model savings are measured against (default: the last tier)
+  pre_score_config pre_score;
+  accept_config accept;
+  int local_max_tokens = 512;      // output cap of an attempt that is judged before it is served (buffered)
+  std::chrono::milliseconds tier_timeout{0};  // per attempt; 0 = the tier model's timeout_ms / request timeout
+  std::chrono::milliseconds timeout{0};       // the whole request; 0 = server.request_timeout
+  escalation_failure on_escalation_failure = escalation_failure::error;
+  bool log_text = false;           // the decision log keeps the prompt and answer text
+  int line = 0;
+};
+
+struct decision_log_config {
+  std::string path;  // "" = no decision log
+  uint64_t max_bytes = 100ull << 20;  // rotate past this size
+  int keep = 5;                       // rotated files kept (path.1 .. path.N)
+};
+
 struct policy {
   std::string source;  // the file it was loaded from ("<string>" for tests)
   server_config server;
   std::vector<model_config> models;
+  std::vector<route_config> routes;
+  decision_log_config decision_log;
 
   const model_config* find_model(std::string_view name) const;  // nullptr when absent
+  const route_config* find_route(std::string_view name) const;  // nullptr when absent
   std::vector<std::string> model_names() const;                  // in policy order (e.g. for metric labels)
+  std::vector<std::string> route_names() const;
 };
 
 // One problem found while loading; every problem in a file is reported, not just the first.

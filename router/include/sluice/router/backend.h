@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "sluice/policies/policy.h"
@@ -11,11 +12,16 @@
 
 namespace sluice::router {
 
+struct route_decision;  // cascade.h
+
 // Receives one generation's output. Callbacks may come from any thread but never concurrently for one
 // generation; on_chunk is never called after on_done; on_done is called exactly once, also after cancel().
 class generation_sink {
  public:
   virtual ~generation_sink() = default;
+  // Routed requests only: how the route decided. Called once when the serving tier is known (before its first
+  // chunk) and once more, complete with costs, just before on_done (also when the route failed).
+  virtual void on_decision(std::shared_ptr<const route_decision> decision) { (void)decision; }
   virtual void on_chunk(chunk c) = 0;
   // On success the completion aggregates what was streamed (text, usage, finish reason).
   virtual void on_done(result<completion> r) = 0;
@@ -40,6 +46,9 @@ class backend {
   // Stops the backend's own threads at shutdown, after the network has stopped; start() is not called again.
   // Generations still running finish with errc::cancelled (their sinks may drop that callback).
   virtual void stop() {}
+  // What exactly answers: "sha256:<hex>" of a local model's file; "" for remote tiers. The cascade refuses an
+  // acceptance model trained on another local model.
+  virtual std::string identity() const { return {}; }
 };
 
 }  // namespace sluice::router

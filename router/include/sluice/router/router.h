@@ -1,6 +1,7 @@
-// The router: resolves which tier serves a request, starts it, and accounts for what it cost. Every request
-// goes through here, even a plain pass-through to one upstream, so that cost accounting and (later) the
-// cascade see every request the same way. What must not go in here: sockets, wire formats, tensors.
+// The router: resolves what a request's "model" names (a route of the policy, or one of its models), starts it,
+// and accounts for what it cost. A route runs the cascade (router/src/cascade/); a model is a single attempt.
+// Every request goes through here, even a plain pass-through to one upstream, so that cost accounting sees
+// every request the same way. What must not go in here: sockets, wire formats, tensors.
 #pragma once
 
 #include <memory>
@@ -9,6 +10,7 @@
 
 #include "sluice/policies/policy.h"
 #include "sluice/router/backend.h"
+#include "sluice/router/cascade.h"
 #include "sluice/router/chat.h"
 #include "sluice/router/error.h"
 
@@ -19,20 +21,39 @@ double cost_usd(const usage& u, const policies::price_per_mtok& price);
 
 using backend_map = std::unordered_map<std::string, std::shared_ptr<backend>>;  // policy model name -> backend
 
+namespace detail {
+struct compiled_route;
+}
+
 class router {
  public:
-  router(std::shared_ptr<const policies::policy> policy, backend_map backends);
+  // Compiles the policy's routes against the backends: loads the files they name (pre-score classifier,
+  // acceptance model) and checks them (labels, the local model an acceptance model was trained on). Errors
+  // name the policy file, the route and the problem. `timers` runs the cascade's deadlines (may be null in
+  // tests: no deadlines).
+  static result<std::shared_ptr<const router>> create(std::shared_ptr<const policies::policy> policy,
+                                                      backend_map backends, std::shared_ptr<timer_service> timers);
 
   // Starts serving `req`. The sink receives the chunks and, in on_done, a completion with served_by,
-  // cost_usd and backend_seconds filled in. Errors found before any backend starts come back as the value.
+  // cost_usd and backend_seconds filled in; for a route also on_decision (see backend.h). Errors found
+  // before any backend starts come back as the value.
   result<std::shared_ptr<generation>> dispatch(std::shared_ptr<const chat_request> req,
                                                std::shared_ptr<generation_sink> sink) const;
 
   const policies::policy& policy() const { return *policy_; }
 
+  router(std::shared_ptr<const policies::policy> policy, backend_map backends,
+         std::vector<std::shared_ptr<const detail::compiled_route>> routes, std::shared_ptr<timer_service> timers);
+
  private:
   std::shared_ptr<const policies::policy> policy_;
   backend_map backends_;
+  std::vector<std::shared_ptr<const detail::compiled_route>> routes_;  // parallel to policy_->routes
+  std::shared_ptr<timer_service> timers_;
 };
+
+// For `sluice validate`: loads every file the policy's routes name and checks it, without backends. One
+// message per problem; empty when all is well.
+std::vector<std::string> check_route_files(const policies::policy& policy);
 
 }  // namespace sluice::router

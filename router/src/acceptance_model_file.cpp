@@ -1,0 +1,175 @@
+// The acceptance model file format: encode and validate-on-decode. What must not go in here: scoring or training.
+//
+// Layout (little-endian, no padding; str = u32 byte count, then the bytes):
+//   magic "SLUICEAM" (8 bytes) | u32 format_version | u32 acceptance_extractor_version
+//   u32 hash_bits | u32 word_ngram_max | u32 hash_seed | u32 top_logprobs | u32 n_labels | str label[n_labels]
+//   u64 n_features | f32 bias | f64 threshold | str threshold_rule | str local_model_id | str notes
+//   u32 n_curve | (f64 threshold, f64 accept_rate, f64 precision)[n_curve]
+//   f32 weights[n_features]
+//   u64 checksum: FNV-1a 64 over every byte before it
+#include <cmath>
+#include <cstring>
+
+#include "binary_io.h"
+#include "sluice/router/acceptance.h"
+
+namespace sluice::router {
+
+namespace {
+
+using detail::bad_file;
+using detail::fnv1a64;
+using detail::put;
+using detail::reader;
+
+constexpr char magic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'A', 'M'};
+constexpr uint32_t format_version = 1;
+constexpr uint32_t max_label_bytes = 64;
+constexpr uint32_t max_rule_bytes = 1 << 12;
+constexpr uint32_t max_model_id_bytes = 1 << 10;
+constexpr uint32_t max_notes_bytes = 1 << 16;
+constexpr uint32_t max_curve_points = 1 << 12;
+
+void put_str(std::string& out, std::string_view s) {
+  put<uint32_t>(out, static_cast<uint32_t>(s.size()));
+  out.append(s);
+}
+
+bool finite(const std::vector<float>& v) {
+  for (float x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+bool unit_interval(double x) { return x >= 0.0 && x <= 1.0; }  // false for NaN
+
+}  // namespace
+
+std::string acceptance_model::check() const {
+  if (std::string why = validate(config); !why.empty()) return "config: " + why;
+  const size_t n = acceptance_feature_count(config);
+  if (weights.size() != n)
+    return "weights has " + std::to_string(weights.size()) + " values, the config needs " + std::to_string(n);
+  if (!std::isfinite(bias) || !finite(weights)) return "a weight is not finite";
+  if (!unit_interval(threshold)) return "threshold must lie in [0, 1]";
+  if (threshold_rule.size() > max_rule_bytes) return "threshold_rule longer than 4 KiB";
+  if (local_model_id.size() > max_model_id_bytes) return "local_model_id longer than 1 KiB";
+  if (notes.size() > max_notes_bytes) return "notes longer than 64 KiB";
+  if (curve.size() > max_curve_points) return "curve has more than " + std::to_string(max_curve_points) + " points";
+  for (size_t i = 0; i < curve.size(); ++i) {
+    const acceptance_point& p = curve[i];
+    if (!unit_interval(p.threshold) || !unit_interval(p.accept_rate) ||
+        !(std::isnan(p.precision) || unit_interval(p.precision)))
+      return "curve point " + std::to_string(i) + " lies outside [0, 1]";
+    if (i > 0 && p.threshold < curve[i - 1].threshold) return "curve thresholds are not increasing";
+  }
+  return {};
+}
+
+std::string encode_acceptance_model(const acceptance_model& m) {
+  std::string out;
+  out.reserve(128 + m.notes.size() + m.threshold_rule.size() + m.local_model_id.size() + 24 * m.curve.size() +
+              4 * m.weights.size());
+  out.append(magic, sizeof magic);
+  put<uint32_t>(out, format_version);
+  put<uint32_t>(out, acceptance_extractor_version);
+  put<uint32_t>(out, m.config.hash_bits);
+  put<uint32_t>(out, m.config.word_ngram_max);
+  put<uint32_t>(out, m.config.hash_seed);
+  put<uint32_t>(out, m.config.top_logprobs);
+  put<uint32_t>(out, static_cast<uint32_t>(m.config.labels.size()));
+  for (const std::string& l : m.config.labels) put_str(out, l);
+  put<uint64_t>(out, m.weights.size());
+  put<float>(out, m.bias);
+  put<double>(out, m.threshold);
+  put_str(out, m.threshold_rule);
+  put_str(out, m.local_model_id);
+  put_str(out, m.notes);
+  put<uint32_t>(out, static_cast<uint32_t>(m.curve.size()));
+  for (const acceptance_point& p : m.curve) {
+    put<double>(out, p.threshold);
+    put<double>(out, p.accept_rate);
+    put<double>(out, p.precision);
+  }
+  detail::put_floats(out, m.weights);
+  put<uint64_t>(out, fnv1a64(out));
+  return out;
+}
+
+result<acceptance_model> decode_acceptance_model(std::string_view bytes, std::string_view origin) {
+  if (bytes.size() < sizeof magic || std::memcmp(bytes.data(), magic, sizeof magic) != 0) {
+    if (bytes.size() < sizeof magic && std::string_view(magic, bytes.size()) == bytes)
+      return bad_file(origin, "truncated (" + std::to_string(bytes.size()) + " bytes, shorter than the header)");
+    return bad_file(origin, "not a Sluice acceptance model (bad magic)");
+  }
+  // Every variable-length field is bounded before it is read; a read past the end is reported as truncation.
+  reader r{bytes.substr(0, bytes.size() >= sizeof magic + 8 ? bytes.size() - 8 : bytes.size()), sizeof magic};
+  auto truncated = [&] {
+    return bad_file(origin, "truncated (" + std::to_string(bytes.size()) + " bytes, the header implies more)");
+  };
+  const uint32_t version = r.get<uint32_t>();
+  const uint32_t extractor = r.get<uint32_t>();
+  if (r.overrun) return truncated();
+  if (version != format_version)
+    return bad_file(origin, "unsupported format version " + std::to_string(version) + " (this build reads " +
+                                std::to_string(format_version) + ")");
+  if (extractor != acceptance_extractor_version)
+    return bad_file(origin, "trained with acceptance feature extractor version " + std::to_string(extractor) +
+                                ", this build extracts version " + std::to_string(acceptance_extractor_version) +
+                                ": retrain the model");
+  acceptance_model m;
+  m.config.hash_bits = r.get<uint32_t>();
+  m.config.word_ngram_max = r.get<uint32_t>();
+  m.config.hash_seed = r.get<uint32_t>();
+  m.config.top_logprobs = r.get<uint32_t>();
+  const uint32_t n_labels = r.get<uint32_t>();
+  if (r.overrun) return truncated();
+  if (n_labels > max_acceptance_labels)
+    return bad_file(origin, std::to_string(n_labels) + " labels, at most " + std::to_string(max_acceptance_labels));
+  auto get_str = [&](std::string& dst, uint32_t limit, const char* what) -> std::string {
+    const uint32_t len = r.get<uint32_t>();
+    if (len > limit) return std::string(what) + " field too long (corrupt header)";
+    dst.assign(r.get_bytes(len));
+    return {};
+  };
+  for (uint32_t i = 0; i < n_labels; ++i) {
+    if (std::string why = get_str(m.config.labels.emplace_back(), max_label_bytes, "label"); !why.empty())
+      return bad_file(origin, why);
+  }
+  const uint64_t n_features = r.get<uint64_t>();
+  if (r.overrun) return truncated();
+  if (std::string why = validate(m.config); !why.empty()) return bad_file(origin, "invalid config: " + why);
+  if (n_features != acceptance_feature_count(m.config))
+    return bad_file(origin, "feature count mismatch: the file declares " + std::to_string(n_features) +
+                                " weights, its config implies " + std::to_string(acceptance_feature_count(m.config)));
+  m.bias = r.get<float>();
+  m.threshold = r.get<double>();
+  std::string why = get_str(m.threshold_rule, max_rule_bytes, "threshold_rule");
+  if (why.empty()) why = get_str(m.local_model_id, max_model_id_bytes, "local_model_id");
+  if (why.empty()) why = get_str(m.notes, max_notes_bytes, "notes");
+  if (!why.empty()) return bad_file(origin, why);
+  const uint32_t n_curve = r.get<uint32_t>();
+  if (n_curve > max_curve_points) return bad_file(origin, "curve field too long (corrupt header)");
+  if (r.overrun) return truncated();
+  const uint64_t expected = r.pos + 24ULL * n_curve + 4ULL * n_features + 8;
+  if (bytes.size() != expected)
+    return bad_file(origin, (bytes.size() < expected ? "truncated: " : "trailing bytes: ") +
+                                std::to_string(bytes.size()) + " bytes, the header implies " +
+                                std::to_string(expected));
+  uint64_t stored = 0;
+  std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
+  if (stored != fnv1a64(bytes.substr(0, bytes.size() - 8)))
+    return bad_file(origin, "checksum mismatch: the file is corrupt");
+  m.curve.resize(n_curve);
+  for (acceptance_point& p : m.curve) {
+    p.threshold = r.get<double>();
+    p.accept_rate = r.get<double>();
+    p.precision = r.get<double>();
+  }
+  r.get_floats(m.weights, n_features);
+  if (r.overrun) return truncated();  // (not reachable after the size check; kept as the reader's contract)
+  if (why = m.check(); !why.empty()) return bad_file(origin, why);
+  return m;
+}
+
+}  // namespace sluice::router

@@ -1,0 +1,353 @@
+// See cascade_run.h.
+#include "cascade_run.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "sluice/router/router.h"
+#include "validators.h"
+
+namespace sluice::router::detail {
+
+namespace {
+
+double seconds_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// One attempt's callbacks, tagged with its number so that a late callback of an abandoned attempt is ignored.
+class attempt_sink final : public generation_sink {
+ public:
+  attempt_sink(std::shared_ptr<cascade_run> run, uint64_t attempt) : run_(std::move(run)), attempt_(attempt) {}
+  void on_chunk(chunk c) override {
+    if (run_) run_->post_chunk(attempt_, std::move(c));
+  }
+  void on_done(result<completion> r) override {
+    auto run = std::move(run_);  // the backend may keep the sink; it must not keep the run
+    if (run) run->post_done(attempt_, std::move(r));
+  }
+
+ private:
+  std::shared_ptr<cascade_run> run_;
+  uint64_t attempt_;
+};
+
+size_t prompt_chars(const chat_request& req) {
+  if (req.format == wire_format::openai_completions) return req.prompt.size();
+  size_t n = 0;
+  for (const message& m : req.messages) n += m.content.size();
+  return n;
+}
+
+void trim_logprobs(std::vector<token_logprob>& lps, const chat_request& client) {
+  if (!client.logprobs) {
+    lps.clear();
+    return;
+  }
+  for (token_logprob& lp : lps) {
+    if (lp.top.size() > size_t(client.top_logprobs)) lp.top.resize(size_t(client.top_logprobs));
+  }
+}
+
+}  // namespace
+
+cascade_run::cascade_run(std::shared_ptr<const compiled_route> route, std::shared_ptr<const policies::policy> policy,
+                         std::shared_ptr<const chat_request> req, std::shared_ptr<generation_sink> out,
+                         std::shared_ptr<timer_service> timers)
+    : route_(std::move(route)), policy_(std::move(policy)), req_(std::move(req)), out_(std::move(out)),
+      timers_(std::move(timers)) {
+  decision_.route = route_->config->name;
+  decision_.log_text = route_->config->log_text;
+}
+
+void cascade_run::begin() {
+  queue_.post([self = shared_from_this()] {
+    self->started_at_ = clock::now();
+    const auto& cfg = *self->route_->config;
+    const auto timeout = cfg.timeout.count() > 0 ? cfg.timeout : self->policy_->server.request_timeout;
+    if (self->timers_) {
+      std::weak_ptr<cascade_run> weak = self;
+      self->route_timer_ = self->timers_->after(timeout, [weak] {
+        if (auto s = weak.lock()) s->queue_.post([s] { s->on_route_timeout(); });
+      });
+    }
+    bool skip_first = false;
+    const auto t0 = clock::now();
+    self->decision_.pre_score = self->pre_score(skip_first);
+    self->decision_.routing_seconds += seconds_between(t0, clock::now());
+    if (skip_first) {
+      self->decision_.escalated = true;
+      self->decision_.reason = escalation_reason::pre_score;
+      self->start_attempt(1);
+    } else {
+      self->start_attempt(0);
+    }
+  });
+}
+
+void cascade_run::cancel() {
+  queue_.post([self = shared_from_this()] {
+    if (self->done_ || self->cancelled_) return;
+    self->cancelled_ = true;
+    if (self->current_) self->current_->cancel();  // its on_done finishes the run
+  });
+}
+
+void cascade_run::post_chunk(uint64_t attempt, chunk c) {
+  queue_.post([self = shared_from_this(), attempt, c = std::move(c)]() mutable { self->on_chunk(attempt, std::move(c)); });
+}
+
+void cascade_run::post_done(uint64_t attempt, result<completion> r) {
+  queue_.post([self = shared_from_this(), attempt, r = std::move(r)]() mutable { self->on_done(attempt, std::move(r)); });
+}
+
+std::optional<double> cascade_run::pre_score(bool& skip_first) {
+  const policies::pre_score_config& ps = route_->config->pre_score;
+  std::optional<double> score;
+  if (route_->pre_classifier) {
+    score = route_->pre_classifier->score(*req_);
+    if (*score > ps.skip_local_above) skip_first = true;
+  }
+  if (ps.max_prompt_chars > 0 && int64_t(prompt_chars(*req_)) > ps.max_prompt_chars) skip_first = true;
+  return score;
+}
+
+std::shared_ptr<const chat_request> cascade_run::attempt_request(size_t tier) const {
+  if (!judged(tier)) return req_;  // the last tier gets the client's request as it came
+  auto r = std::make_shared<chat_request>(*req_);
+  const int cap = route_->config->local_max_tokens;
+  r->max_output_tokens = std::min(req_->max_output_tokens.value_or(cap), cap);
+  if (route_->tiers[tier]->kind == policies::model_kind::local && route_->wants_logprobs) {
+    r->logprobs = true;  // the acceptance decision reads them whether or not the client asked
+    r->top_logprobs = std::max(req_->top_logprobs, route_->top_logprobs);
+  }
+  return r;
+}
+
+void cascade_run::start_attempt(size_t tier) {
+  tier_ = tier;
+  ++attempt_;
+  buffered_.clear();
+  tier_timed_out_ = false;
+  attempt_started_at_ = clock::now();
+  if (cancelled_ || route_timed_out_) {
+    finish(error{cancelled_ ? errc::cancelled : errc::upstream_timeout,
+                 cancelled_ ? "The client cancelled the request." : "The route's deadline passed."});
+    return;
+  }
+  const policies::model_config& model = *route_->tiers[tier];
+  if (!judged(tier)) {
+    decision_.tier = model.name;  // what serves, unless it fails and the route falls back
+    emit_decision();
+  }
+  auto sink = std::make_shared<attempt_sink>(shared_from_this(), attempt_);
+  auto gen = route_->backends[tier]->start(attempt_request(tier), model, sink);
+  if (!gen) {
+    post_done(attempt_, gen.error());  // handled like any failure, after this function returns
+    return;
+  }
+  current_ = std::move(*gen);
+  const auto tier_timeout = route_->config->tier_timeout;
+  if (timers_ && tier_timeout.count() > 0) {
+    std::weak_ptr<cascade_run> weak = shared_from_this();
+    const uint64_t attempt = attempt_;
+    tier_timer_ = timers_->after(tier_timeout, [weak, attempt] {
+      if (auto s = weak.lock()) s->queue_.post([s, attempt] { s->on_tier_timeout(attempt); });
+    });
+  }
+}
+
+void cascade_run::on_chunk(uint64_t attempt, chunk c) {
+  if (attempt != attempt_ || done_) return;
+  if (judged(tier_)) {
+    buffered_.push_back(std::move(c));  // bounded: the attempt's output is capped at local_max_tokens
+    return;
+  }
+  forwarded_ = true;
+  out_->on_chunk(std::move(c));
+}
+
+void cascade_run::on_done(uint64_t attempt, result<completion> r) {
+  if (attempt != attempt_ || done_) return;
+  if (tier_timer_) tier_timer_->cancel();
+  current_.reset();
+  backend_seconds_ += seconds_between(attempt_started_at_, clock::now());
+  const usage used = r ? r->usage_ : usage{};
+  if (cancelled_ || route_timed_out_) {
+    record_attempt(attempt_outcome::cancelled, used);
+    finish(error{cancelled_ ? errc::cancelled : errc::upstream_timeout,
+                 cancelled_ ? "The client cancelled the request."
+                            : "The route '" + decision_.route + "' did not finish within its deadline."});
+    return;
+  }
+  const policies::model_config& model = *route_->tiers[tier_];
+  const bool local = model.kind == policies::model_kind::local;
+  if (judged(tier_)) {
+    if (!r) {
+      escalate(local ? escalation_reason::local_error : escalation_reason::upstream_error, attempt_outcome::failed, used);
+      return;
+    }
+    judge(std::move(*r));
+    return;
+  }
+  if (!r) {
+    error e = std::move(r.error());
+    if (tier_timed_out_) {
+      e = error{errc::upstream_timeout, "The model '" + model.name + "' did not answer within the route's tier timeout."};
+    }
+    record_attempt(tier_timed_out_ ? attempt_outcome::timed_out : attempt_outcome::failed, used);
+    last_tier_failed(std::move(e));
+    return;
+  }
+  record_attempt(attempt_outcome::served, used);
+  decision_.tier = model.name;
+  finish(std::move(*r));
+}
+
+void cascade_run::on_tier_timeout(uint64_t attempt) {
+  if (attempt != attempt_ || done_ || !current_) return;
+  tier_timed_out_ = true;
+  if (!judged(tier_)) {
+    current_->cancel();  // its on_done reports the timeout
+    return;
+  }
+  // A judged attempt is abandoned at once: its late callbacks are stale once the next attempt starts.
+  current_->cancel();
+  current_.reset();
+  backend_seconds_ += seconds_between(attempt_started_at_, clock::now());
+  const bool local = route_->tiers[tier_]->kind == policies::model_kind::local;
+  escalate(local ? escalation_reason::local_timeout : escalation_reason::upstream_timeout, attempt_outcome::timed_out,
+           usage{});
+}
+
+void cascade_run::on_route_timeout() {
+  if (done_ || route_timed_out_) return;
+  route_timed_out_ = true;
+  if (current_) current_->cancel();  // its on_done finishes the run with a timeout
+}
+
+void cascade_run::judge(completion c) {
+  const auto t0 = clock::now();
+  const policies::model_config& model = *route_->tiers[tier_];
+  const std::string failed = failed_validator(*route_, *req_, c);
+  bool accepted = failed.empty();
+  if (model.kind == policies::model_kind::local) {
+    answer_signals s;
+    s.query = query_text(*req_);
+    s.answer = c.text;
+    s.finish = c.finish;
+    s.token_logprobs.reserve(c.logprobs.size());
+    for (const token_logprob& lp : c.logprobs) s.token_logprobs.push_back(lp.logprob);
+    if (!c.logprobs.empty()) s.first_top_logprobs = c.logprobs.front().top;
+    s.pre_score = decision_.pre_score;
+    const policies::accept_config& rule = route_->config->accept;
+    if (route_->scorer) {
+      decision_.acceptance_score = route_->scorer->score(s);
+      decision_.threshold = route_->threshold;
+      accepted = accepted && *decision_.acceptance_score >= route_->threshold;
+    } else if (rule.min_mean_logprob) {
+      double sum = 0.0;
+      for (double lp : s.token_logprobs) sum += lp;
+      const double mean = s.token_logprobs.empty() ? -INFINITY : sum / double(s.token_logprobs.size());
+      decision_.acceptance_score = std::exp(mean);  // the geometric mean token probability, in [0, 1]
+      decision_.threshold = std::exp(*rule.min_mean_logprob);
+      accepted = accepted && mean >= *rule.min_mean_logprob;
+    }
+    decision_.signals = std::move(s);
+  }
+  decision_.routing_seconds += seconds_between(t0, clock::now());
+  if (accepted) {
+    accept(std::move(c));
+    return;
+  }
+  const usage used = c.usage_;
+  rejected_ = std::move(c);
+  rejected_chunks_ = std::move(buffered_);
+  rejected_tier_ = model.name;
+  if (!failed.empty()) {
+    decision_.validator = failed;
+    escalate(escalation_reason::validator, attempt_outcome::rejected, used);
+  } else {
+    escalate(escalation_reason::low_confidence, attempt_outcome::rejected, used);
+  }
+}
+
+void cascade_run::accept(completion c) {
+  record_attempt(attempt_outcome::served, c.usage_);
+  decision_.tier = route_->tiers[tier_]->name;
+  emit_decision();
+  for (chunk& ch : buffered_) out_->on_chunk(for_client(std::move(ch)));
+  buffered_.clear();
+  trim_logprobs(c.logprobs, *req_);
+  finish(std::move(c));
+}
+
+void cascade_run::escalate(escalation_reason reason, attempt_outcome outcome, const usage& used) {
+  record_attempt(outcome, used);
+  if (!decision_.escalated) {
+    decision_.escalated = true;
+    decision_.reason = reason;
+  }
+  start_attempt(tier_ + 1);
+}
+
+void cascade_run::last_tier_failed(error e) {
+  if (route_->config->on_escalation_failure == policies::escalation_failure::serve_local && rejected_ && !forwarded_) {
+    decision_.served_after_failure = true;
+    decision_.tier = rejected_tier_;
+    emit_decision();
+    for (chunk& ch : rejected_chunks_) out_->on_chunk(for_client(std::move(ch)));
+    rejected_chunks_.clear();
+    completion c = std::move(*rejected_);
+    rejected_.reset();
+    trim_logprobs(c.logprobs, *req_);
+    finish(std::move(c));
+    return;
+  }
+  finish(std::move(e));
+}
+
+void cascade_run::record_attempt(attempt_outcome outcome, const usage& used) {
+  const policies::model_config& model = *route_->tiers[tier_];
+  attempt_record a;
+  a.tier = model.name;
+  a.outcome = outcome;
+  a.usage_ = used;
+  a.cost_usd = cost_usd(used, model.price);
+  a.seconds = seconds_between(attempt_started_at_, clock::now());
+  decision_.attempts.push_back(std::move(a));
+}
+
+chunk cascade_run::for_client(chunk c) const {
+  trim_logprobs(c.logprobs, *req_);
+  return c;
+}
+
+void cascade_run::emit_decision() { out_->on_decision(std::make_shared<const route_decision>(decision_)); }
+
+void cascade_run::finish(result<completion> r) {
+  if (done_) return;
+  done_ = true;
+  if (tier_timer_) tier_timer_->cancel();
+  if (route_timer_) route_timer_->cancel();
+  if (current_) current_->cancel();
+  current_.reset();
+  decision_.cost_usd = 0.0;
+  for (const attempt_record& a : decision_.attempts) decision_.cost_usd += a.cost_usd;
+  if (r) {
+    // What the baseline would have charged for this request: the prompt at its input price, the served answer
+    // at its output price (token counts are the serving tier's).
+    const policies::price_per_mtok& p = route_->baseline->price;
+    decision_.baseline_cost_usd =
+        (double(r->usage_.tokens_input) * p.input_usd + double(r->usage_.tokens_output) * p.output_usd) / 1e6;
+    r->served_by = decision_.tier;
+    r->cost_usd = decision_.cost_usd;
+    r->backend_seconds = backend_seconds_;
+  } else {
+    decision_.tier.clear();
+  }
+  emit_decision();
+  out_->on_done(std::move(r));
+}
+
+}  // namespace sluice::router::detail

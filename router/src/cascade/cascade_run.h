@@ -1,0 +1,80 @@
+// One routed request: tries the route's tiers cheapest first. A tier that is not the last answers into a buffer
+// (bounded by local_max_tokens), is judged (validators, then the acceptance model or rule), and is either served
+// from the buffer or left for the next tier; the last tier streams straight through. Per-attempt and overall
+// deadlines run on the injected timer service; a timeout is just another reason to move on. Costs are charged
+// per attempt. Everything runs on a serial_queue, so backend callbacks and timers never race.
+// What must not go in here: wire formats, sockets, metrics (the gateway reads the route_decision).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "route_table.h"
+#include "serial_queue.h"
+#include "sluice/router/cascade.h"
+
+namespace sluice::router::detail {
+
+class cascade_run final : public generation, public std::enable_shared_from_this<cascade_run> {
+ public:
+  cascade_run(std::shared_ptr<const compiled_route> route, std::shared_ptr<const policies::policy> policy,
+              std::shared_ptr<const chat_request> req, std::shared_ptr<generation_sink> out,
+              std::shared_ptr<timer_service> timers);
+
+  void begin();  // once, right after construction
+  void cancel() override;
+
+  // From an attempt's sink (any thread): queued onto the run.
+  void post_chunk(uint64_t attempt, chunk c);
+  void post_done(uint64_t attempt, result<completion> r);
+
+ private:
+  using clock = std::chrono::steady_clock;
+
+  void start_attempt(size_t tier);
+  void on_chunk(uint64_t attempt, chunk c);
+  void on_done(uint64_t attempt, result<completion> r);
+  void on_tier_timeout(uint64_t attempt);
+  void on_route_timeout();
+  void judge(completion c);
+  void accept(completion c);
+  void escalate(escalation_reason reason, attempt_outcome outcome, const usage& used);
+  void last_tier_failed(error e);
+  void finish(result<completion> r);
+
+  bool judged(size_t tier) const { return tier + 1 < route_->tiers.size(); }
+  void record_attempt(attempt_outcome outcome, const usage& used);
+  void emit_decision();  // a snapshot of decision_ to the client's sink
+  chunk for_client(chunk c) const;
+  std::shared_ptr<const chat_request> attempt_request(size_t tier) const;
+  std::optional<double> pre_score(bool& skip_first);
+
+  std::shared_ptr<const compiled_route> route_;
+  std::shared_ptr<const policies::policy> policy_;  // keeps route_->config and the model configs alive
+  std::shared_ptr<const chat_request> req_;
+  std::shared_ptr<generation_sink> out_;
+  std::shared_ptr<timer_service> timers_;
+  serial_queue queue_;
+
+  // Everything below is touched only on queue_.
+  route_decision decision_;
+  size_t tier_ = 0;
+  uint64_t attempt_ = 0;  // bumped per attempt; events of an earlier attempt are stale
+  std::shared_ptr<generation> current_;
+  std::shared_ptr<timer_handle> tier_timer_, route_timer_;
+  clock::time_point started_at_, attempt_started_at_;
+  std::vector<chunk> buffered_;                  // the judged attempt's chunks, replayed when accepted
+  std::optional<completion> rejected_;           // a rejected answer, for on_escalation_failure: serve_local
+  std::vector<chunk> rejected_chunks_;
+  std::string rejected_tier_;
+  bool forwarded_ = false;  // a chunk of the serving tier has gone to the client: no more changes of mind
+  bool cancelled_ = false;
+  bool route_timed_out_ = false;
+  bool tier_timed_out_ = false;
+  bool done_ = false;
+  double backend_seconds_ = 0.0;
+};
+
+}  // namespace sluice::router::detail
