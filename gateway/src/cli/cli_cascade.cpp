@@ -384,8 +384,7 @@ int run_train_cascade(int argc, char** argv) {
   if (!args.parse({"data", "decision-log", "outcomes", "labels", "min-precision", "max-escalation-rate",
                    "calibration-fraction", "seed", "epochs", "lr", "l2", "hash-bits", "word-ngrams", "top-logprobs",
                    "local-model", "local-model-id", "out"}))
-    return fail(cmd, args.error +
-                         "\nusage: sluice train-cascade --data FILE.jsonl [--data ...] [--decision-log FILE --outcomes "
+    return parse_failed(args, cmd, "usage: sluice train-cascade --data FILE.jsonl [--data ...] [--decision-log FILE --outcomes "
                          "FILE] [--labels up,down,...] [--min-precision P | --max-escalation-rate R] "
                          "[--calibration-fraction F] [--seed N] [--epochs N] [--lr X] [--l2 X] [--hash-bits N] "
                          "[--word-ngrams N] [--top-logprobs K] [--local-model GGUF | --local-model-id ID] --out FILE");
@@ -464,7 +463,7 @@ int run_eval_cascade(int argc, char** argv) {
   const std::string cmd = "eval-cascade";
   arg_parser args{argc, argv, {}, {}};
   if (!args.parse({"model", "data", "decision-log", "outcomes", "points"}))
-    return fail(cmd, args.error + "\nusage: sluice eval-cascade --model FILE --data FILE.jsonl [--data ...] "
+    return parse_failed(args, cmd, "usage: sluice eval-cascade --model FILE --data FILE.jsonl [--data ...] "
                                   "[--decision-log FILE --outcomes FILE] [--points N]");
   if (!args.has("model")) return fail(cmd, "--model is required");
   int points = 21;

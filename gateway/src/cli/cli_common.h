@@ -24,9 +24,15 @@ struct arg_parser {
   std::string error;
 
   // Flags take exactly one value ("--name value" or "--name=value").
+  bool help = false;  // --help or -h was given: print the usage and exit 0 (see parse_failed)
+
   bool parse(const std::set<std::string>& known) {
     for (int i = 0; i < argc; ++i) {
       std::string a = argv[i];
+      if (a == "--help" || a == "-h") {
+        help = true;
+        return false;
+      }
       if (a.rfind("--", 0) != 0) {
         error = "unexpected argument '" + a + "'";
         return false;
@@ -80,6 +86,15 @@ bool number_option(const arg_parser& args, const std::string& name, auto& out, s
 inline int fail(const std::string& command, const std::string& message, int code = exit_bad_input) {
   std::fprintf(stderr, "sluice %s: %s\n", command.c_str(), message.c_str());
   return code;
+}
+
+// After parse() returned false: the usage on stdout and exit 0 for --help, else the error and the usage.
+inline int parse_failed(const arg_parser& args, const std::string& command, const std::string& usage) {
+  if (args.help) {
+    std::printf("%s\n", usage.c_str());
+    return 0;
+  }
+  return fail(command, args.error + "\n" + usage);
 }
 
 // A JSON number or boolean (true = 1) as a double.

@@ -273,7 +273,7 @@ int run_train_router(int argc, char** argv) {
   arg_parser args{argc, argv, {}, {}};
   if (!args.parse({"data", "out", "label", "seed", "epochs", "l2", "lr", "val-fraction", "split", "holdout-fraction",
                    "split-seed", "hash-bits", "word-ngrams", "char-ngrams", "hidden"}))
-    return fail(cmd, args.error + "\nusage: sluice train-router --data FILE.jsonl[.gz] [--data ...] --out MODEL "
+    return parse_failed(args, cmd, "usage: sluice train-router --data FILE.jsonl[.gz] [--data ...] --out MODEL "
                                   "[--label gain|weak_wrong|strong_better|FIELD] [--seed N] [--epochs N] [--l2 X] "
                                   "[--lr X] [--val-fraction F] [--split all|train|heldout] [--holdout-fraction F] "
                                   "[--split-seed N] [--hash-bits N] [--word-ngrams N] [--char-ngrams MIN-MAX|0] "
@@ -364,7 +364,7 @@ int run_eval_router(int argc, char** argv) {
   const std::string cmd = "eval-router";
   arg_parser args{argc, argv, {}, {}};
   if (!args.parse({"model", "data", "split", "holdout-fraction", "split-seed"}))
-    return fail(cmd, args.error + "\nusage: sluice eval-router --model MODEL --data FILE.jsonl[.gz] [--data ...] "
+    return parse_failed(args, cmd, "usage: sluice eval-router --model MODEL --data FILE.jsonl[.gz] [--data ...] "
                                   "[--split all|train|heldout] [--holdout-fraction F] [--split-seed N]");
   if (!args.has("model") || !args.has("data")) return fail(cmd, "--model and --data are required");
   std::string error;
