@@ -14,7 +14,7 @@ void print_help(std::FILE* out) {
                "usage: sluice <command> [options]\n"
                "\n"
                "commands:\n"
-               "  serve --config FILE [--port N] [--listen ADDR]\n"
+               "  serve --config FILE [--port N] [--listen ADDR] [--shutdown-grace SECONDS]\n"
                "                        run the gateway with a policy file\n"
                "  validate FILE         check a policy file; prints every error as file:line:column\n"
                "  generate --model FILE --prompt TEXT [--chat] [sampling flags]\n"

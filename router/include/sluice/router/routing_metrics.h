@@ -1,4 +1,4 @@
-// Routing quality metrics as RouteLLM defines them (see /work/shared/data/routing/README.md): a threshold sweep
+// Routing quality metrics as RouteLLM defines them (see data/README.md): a threshold sweep
 // over the score's deciles, APGR (average performance gap recovered) and CPT(x%) (the share of strong-model
 // calls needed to recover x% of the gap). Used by eval-router, train-router's validation and the tests.
 // What must not go in here: reading data files, scoring models.

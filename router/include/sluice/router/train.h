@@ -42,7 +42,7 @@ struct train_options {
 result<router_model> train_router(std::span<const chat_request> requests, std::span<const double> labels,
                                   const train_options& options);
 
-// One row of the routing benchmark data (/work/shared/data/routing): plain fields, parsed by the CLI.
+// One row of the routing benchmark data (data/routing): plain fields, parsed by the CLI.
 struct routing_row {
   std::string id;
   std::string domain;  // MMLU subject; empty for GSM8K
