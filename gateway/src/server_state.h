@@ -11,6 +11,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "api/feedback_api.h"
 #include "ops/decision_log.h"
 #include "ops/gateway_metrics.h"
 #include "sluice/policies/policy.h"
@@ -39,6 +40,7 @@ struct server_state {
   std::shared_ptr<const router::router> router;
   std::shared_ptr<gateway_metrics> metrics;  // may be null in tests
   std::shared_ptr<decision_log> decisions;   // null when the policy has no decision_log
+  std::shared_ptr<request_index> routed;     // recent routed request ids, for feedback (with a decision log)
   session_registry sessions;
   std::atomic<bool> ready{false};
   std::atomic<int64_t> connections_open{0};

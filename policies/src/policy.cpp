@@ -50,6 +50,7 @@ const char* to_string(model_kind k) {
     case model_kind::openai: return "openai";
     case model_kind::anthropic: return "anthropic";
     case model_kind::local: return "local";
+    case model_kind::task: return "task";
   }
   return "unknown";
 }

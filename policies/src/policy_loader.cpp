@@ -32,21 +32,22 @@ constexpr std::string_view server_keys[] = {"listen",          "port",          
                                             "max_body_bytes",  "header_timeout_ms", "body_timeout_ms",
                                             "idle_timeout_ms", "request_timeout_ms", "max_connections",
                                             "shutdown_grace_ms"};
-constexpr std::string_view remote_model_keys[] = {"kind", "base_url", "model", "api_key_env", "timeout_ms",
-                                                  "cost_per_mtok", "tls_ca_file"};
+constexpr std::string_view remote_model_keys[] = {"kind",          "base_url",         "model",      "api_key_env",
+                                                  "timeout_ms",    "cost_per_mtok",    "tls_ca_file", "cost_per_request"};
 constexpr std::string_view local_model_keys[] = {"kind",          "gguf",          "chat_template", "threads",
                                                  "context_tokens", "max_sequences", "timeout_ms",   "cost_per_mtok",
-                                                 "prefix_cache_mib"};
+                                                 "prefix_cache_mib", "cost_per_request"};
+constexpr std::string_view task_model_keys[] = {"kind", "task_model", "cost_per_request", "cost_per_mtok"};
 constexpr std::string_view all_model_keys[] = {"kind",          "base_url", "model",          "api_key_env",
                                                "timeout_ms",    "cost_per_mtok", "gguf",       "chat_template",
                                                "threads",       "context_tokens", "max_sequences", "tls_ca_file",
-                                               "prefix_cache_mib"};
+                                               "prefix_cache_mib", "task_model", "cost_per_request"};
 // Keys people reach for when pasting a credential. They get a message pointing at api_key_env instead of
 // "unknown key", and their values are never echoed.
 constexpr std::string_view secret_keys[] = {"api_key", "apikey", "key",      "secret",       "token",
                                             "password", "bearer", "access_token", "authorization"};
 constexpr std::string_view cost_keys[] = {"input", "cached_input", "cache_write", "output"};
-constexpr std::string_view kind_names[] = {"openai", "anthropic", "local"};
+constexpr std::string_view kind_names[] = {"openai", "anthropic", "local", "task"};
 constexpr std::string_view chat_templates[] = {"chatml", "llama3"};
 
 constexpr int64_t max_timeout_ms = 24LL * 3600 * 1000;  // a day: anything longer is a typo
@@ -59,6 +60,7 @@ std::optional<model_kind> kind_from(std::string_view s) {
   if (s == "openai") return model_kind::openai;
   if (s == "anthropic") return model_kind::anthropic;
   if (s == "local") return model_kind::local;
+  if (s == "task") return model_kind::task;
   return std::nullopt;
 }
 
@@ -166,12 +168,14 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
     }
   }
   if (kind) m.kind = *kind;
-  key_list kind_keys = !kind ? key_list(all_model_keys)
-                             : *kind == model_kind::local ? key_list(local_model_keys) : key_list(remote_model_keys);
+  key_list kind_keys = !kind                         ? key_list(all_model_keys)
+                       : *kind == model_kind::local ? key_list(local_model_keys)
+                       : *kind == model_kind::task  ? key_list(task_model_keys)
+                                                    : key_list(remote_model_keys);
   std::vector<std::string_view> accepted(std::begin(all_model_keys), std::end(all_model_keys));
   accepted.insert(accepted.end(), std::begin(secret_keys), std::end(secret_keys));
 
-  bool saw_kind = false, saw_base_url = false, saw_gguf = false, saw_model = false;
+  bool saw_kind = false, saw_base_url = false, saw_gguf = false, saw_model = false, saw_task_model = false;
   for (const field& f : detail::read_map(sink, entry.value, entry.key_mark, where, accepted, kind_keys)) {
     if (contains(secret_keys, f.key)) {
       sink.add(f.key_mark, "'" + f.key + "' in " + where + " is not allowed: a policy never holds secrets. Put the "
@@ -182,7 +186,7 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
       saw_kind = true;
       auto s = detail::read_string(sink, f);
       if (s && !kind_from(*s)) {
-        sink.add(f.value_mark(), "'kind' must be one of openai, anthropic, local, got " + in_quotes(*s));
+        sink.add(f.value_mark(), "'kind' must be one of openai, anthropic, local, task, got " + in_quotes(*s));
       }
       continue;
     }
@@ -247,21 +251,29 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
       if (auto v = detail::read_int(sink, f, 1, 1024)) m.local.max_sequences = static_cast<int>(*v);
     } else if (f.key == "prefix_cache_mib") {
       if (auto v = detail::read_int(sink, f, 0, 1 << 20)) m.local.prefix_cache_mib = static_cast<int>(*v);
+    } else if (f.key == "task_model") {
+      saw_task_model = true;
+      auto s = detail::read_string(sink, f);
+      if (s && s->empty()) sink.add(f.value_mark(), "'task_model' must be a path to a task model file (sluice distill)");
+      else if (s) m.task_model_path = detail::resolve_path(*s, base_dir);
+    } else if (f.key == "cost_per_request") {
+      if (auto v = detail::read_non_negative_number(sink, f)) m.price.request_usd = *v;
     }
   }
   if (!entry.value.IsMap()) return std::nullopt;  // read_map reported it
 
   if (!saw_kind) {
-    sink.add(entry.key_mark, where + " has no 'kind'; add 'kind: openai', 'kind: anthropic' or 'kind: local'");
-  } else if (kind && *kind != model_kind::local && !saw_base_url) {
+    sink.add(entry.key_mark, where + " has no 'kind'; add 'kind: openai', 'kind: anthropic', 'kind: local' or 'kind: task'");
+  } else if (kind && *kind == model_kind::task && !saw_task_model) {
+    sink.add(entry.key_mark, where + " of kind 'task' needs a 'task_model' path (a model file from sluice distill)");
+  } else if (kind && *kind != model_kind::local && *kind != model_kind::task && !saw_base_url) {
     sink.add(entry.key_mark, where + " of kind '" + to_string(*kind) + "' needs a 'base_url' (e.g. " +
                                  (*kind == model_kind::anthropic ? "https://api.anthropic.com/v1"
                                                                  : "https://api.openai.com/v1") + ")");
   } else if (kind && *kind == model_kind::local && !saw_gguf) {
     sink.add(entry.key_mark, where + " of kind 'local' needs a 'gguf' path");
   }
-  if (!saw_model && m.kind != model_kind::local) m.upstream_model = m.name;
-  if (m.kind == model_kind::local) m.upstream_model = m.name;
+  if (!saw_model || m.kind == model_kind::local || m.kind == model_kind::task) m.upstream_model = m.name;
   // Defaults for cost_per_mtok when the section is absent (all zero; cache_write follows input).
   if (sink.errors().size() != errors_before) return std::nullopt;
   return m;

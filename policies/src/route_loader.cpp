@@ -11,7 +11,8 @@ namespace {
 
 constexpr std::string_view route_keys[] = {"tiers",        "baseline",   "pre_score",
                                            "accept",       "local_max_tokens", "tier_timeout_ms",
-                                           "timeout_ms",   "on_escalation_failure", "log_text"};
+                                           "timeout_ms",   "on_escalation_failure", "log_text", "shadow"};
+constexpr std::string_view shadow_keys[] = {"tier", "sample"};
 constexpr std::string_view pre_score_keys[] = {"classifier", "skip_local_above", "max_prompt_chars"};
 constexpr std::string_view accept_keys[] = {"model", "threshold", "min_mean_logprob", "labels", "regex",
                                             "json_if_requested"};
@@ -130,6 +131,15 @@ void load_routes(error_sink& sink, const field& section, const std::filesystem::
         else if (s) sink.add(f.value_mark(), "'on_escalation_failure' must be error or serve_local, got " + in_quotes(*s));
       } else if (f.key == "log_text") {
         if (auto v = read_bool(sink, f)) r.log_text = *v;
+      } else if (f.key == "shadow") {
+        for (const field& g : read_map(sink, f.value, f.key_mark, "shadow of " + where, shadow_keys, shadow_keys)) {
+          if (g.key == "tier") {
+            if (auto s = read_string(sink, g)) r.shadow.tier = *s;
+          } else if (g.key == "sample") {
+            if (auto v = read_number(sink, g, 0.0, 1.0)) r.shadow.sample = *v;
+          }
+        }
+        if (f.value.IsMap() && r.shadow.tier.empty()) sink.add(f.key_mark, "'shadow' of " + where + " needs a 'tier'");
       }
     }
     if (entry.value.IsMap() && !saw_tiers) {
@@ -198,6 +208,13 @@ void check_routes(error_sink& sink, const std::vector<model_config>& models, std
     }
     if (r.accept.threshold && r.accept.model_path.empty()) {
       sink.add(lr.mark, where + ": 'accept.threshold' applies to an acceptance 'model'; add one or remove it");
+    }
+    if (!r.shadow.tier.empty()) {
+      const model_config* m = find(r.shadow.tier);
+      if (!m) sink.add(lr.mark, where + ": shadow tier " + in_quotes(r.shadow.tier) + " is not a model of this policy");
+      else if (m->kind != model_kind::task)
+        sink.add(lr.mark, where + ": shadow tier " + in_quotes(r.shadow.tier) + " must be of kind 'task' (it answers in "
+                          "microseconds beside the route; other kinds would double the route's cost)");
     }
     if (r.tiers.size() == 1 && (!r.accept.model_path.empty() || r.accept.min_mean_logprob || r.pre_score.enabled())) {
       sink.add(lr.mark, where + " has one tier: 'accept' rules and 'pre_score' need a tier to escalate to");

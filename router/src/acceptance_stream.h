@@ -13,8 +13,8 @@
 #include <limits>
 #include <string_view>
 
-#include "features_stream.h"
 #include "sluice/router/acceptance.h"
+#include "text_stream.h"
 
 namespace sluice::router::detail {
 
@@ -49,15 +49,12 @@ enum acceptance_slot : uint32_t {
 };
 static_assert(a_end == acceptance_dense_count);
 
-inline constexpr size_t query_tail_max_bytes = 1000;
 inline constexpr size_t max_top_logprobs = 20;  // acceptance_config::top_logprobs is at most this
 // Quantiles are exact up to this many tokens; longer answers are sampled at an even stride (a stack buffer).
 inline constexpr size_t quantile_sample_max = 1024;
 inline constexpr double logprob_floor = -20.0;  // below this a token is "impossible"; also NaN and -inf land here
 inline constexpr double logprob_scale = 0.2;    // puts [-20, 0] into [-4, 0], the range of the other features
 inline constexpr double pre_score_limit = 10.0;
-
-inline bool is_word_byte(unsigned char c) { return (tables().cls[c] & cls_word) != 0; }
 
 // A finite log-prob in [logprob_floor, 0]: NaN and -inf are the floor, positive values and +inf are 0.
 inline double clean_logprob(double lp) {
@@ -96,44 +93,6 @@ inline int label_of(const acceptance_config& cfg, std::string_view trimmed) {
   return -1;
 }
 
-// The query's tail: after the last blank line ("\n\n"), at most its last query_tail_max_bytes bytes; a word cut by
-// that limit is dropped rather than hashed as a different, shorter word.
-inline std::string_view query_tail(std::string_view q) {
-  if (const size_t blank = q.rfind("\n\n"); blank != std::string_view::npos) q.remove_prefix(blank + 2);
-  if (q.size() > query_tail_max_bytes) {
-    const size_t cut = q.size() - query_tail_max_bytes;
-    const bool mid_word = is_word_byte(static_cast<unsigned char>(q[cut - 1])) &&
-                          is_word_byte(static_cast<unsigned char>(q[cut]));
-    q.remove_prefix(cut);
-    if (mid_word)
-      while (!q.empty() && is_word_byte(static_cast<unsigned char>(q.front()))) q.remove_prefix(1);
-  }
-  return q;
-}
-
-// Calls f(hash) for each word of text: a run of ASCII letters and digits (bytes >= 0x80 count as letters), case
-// folded. A word starting with a digit hashes as "a number of this many digits", as the request features do.
-template <class F>
-void for_each_word(std::string_view text, F&& f) {
-  const unsigned char* s = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  const char_tables& t = tables();
-  for (size_t i = 0; i < n;) {
-    while (i < n && !(t.cls[s[i]] & cls_word)) ++i;
-    if (i == n) break;
-    const size_t start = i;
-    while (i < n && (t.cls[s[i]] & cls_word)) ++i;
-    const size_t len = i - start;
-    if (t.cls[s[start]] & cls_digit) {
-      size_t digits = 0;
-      while (digits < len && (t.cls[s[start + digits]] & cls_digit)) ++digits;
-      f(mix64(0x6e756d00ULL + std::min<size_t>(digits, 6) + (digits == len ? 0 : 0x100)));
-    } else {
-      f(fold_hash(s + start, len, start + (len & ~size_t{7}) + 8 <= n));
-    }
-  }
-}
-
 template <class Sink>
 void stream_acceptance_features(const acceptance_config& cfg, const answer_signals& sig, Sink& sink) {
   const uint32_t base = static_cast<uint32_t>(acceptance_dense_count);
@@ -162,32 +121,14 @@ void stream_acceptance_features(const acceptance_config& cfg, const answer_signa
   // The query tail's word n-grams, and the answer conjoined with each uni- and bigram ("the query says 'gains'
   // and the answer is 'down'"): what lets a linear model learn which answers are wrong for which questions.
   const uint32_t conj_max = std::min<uint32_t>(cfg.word_ngram_max, 2);
-  uint64_t prev1 = 0, prev2 = 0;  // hashes of the previous two words
-  uint32_t words = 0;
-  auto conjoin = [&](uint64_t gram, uint64_t order) {
-    const uint64_t h = mix64(answer_key * k_mul + gram + order);
-    sink.template add<ab_conjunction>(slot_of(h), sign_of(h));
-    ++n_conj;
-  };
-  for_each_word(query_tail(sig.query), [&](uint64_t h) {
-    const uint64_t wh = mix64(h ^ seed_query);
-    sink.template add<ab_query>(slot_of(wh), sign_of(wh));
+  for_each_word_ngram(query_tail(sig.query), seed_query, cfg.word_ngram_max, [&](uint64_t gram, uint32_t order) {
+    sink.template add<ab_query>(slot_of(gram), sign_of(gram));
     ++n_query;
-    conjoin(wh, 1);
-    if (cfg.word_ngram_max >= 2 && words >= 1) {
-      const uint64_t bh = mix64(prev1 * k_mul + wh + 2);
-      sink.template add<ab_query>(slot_of(bh), sign_of(bh));
-      ++n_query;
-      if (conj_max >= 2) conjoin(bh, 2);
+    if (order <= conj_max) {
+      const uint64_t h = mix64(answer_key * k_mul + gram + order);
+      sink.template add<ab_conjunction>(slot_of(h), sign_of(h));
+      ++n_conj;
     }
-    if (cfg.word_ngram_max >= 3 && words >= 2) {
-      const uint64_t th = mix64((prev2 * k_mul + prev1) * 0xc2b2ae3d27d4eb4fULL + wh + 3);
-      sink.template add<ab_query>(slot_of(th), sign_of(th));
-      ++n_query;
-    }
-    prev2 = prev1;
-    prev1 = wh;
-    ++words;
   });
 
   // Dense block.

@@ -22,6 +22,8 @@ const error_info& info(errc e) {
       /* overloaded */ {503, "api_error", "overloaded_error", "overloaded", true},
       /* cancelled */ {499, "api_error", "api_error", "cancelled", false},
       /* shutting_down */ {503, "api_error", "overloaded_error", "server_shutting_down", true},
+      /* not_found */ {404, "invalid_request_error", "not_found_error", "not_found", false},
+      /* conflict */ {409, "invalid_request_error", "invalid_request_error", "conflict", false},
       /* not_implemented */ {501, "invalid_request_error", "invalid_request_error", "not_implemented", true},
       /* internal */ {500, "api_error", "api_error", "internal_error", false},
   };

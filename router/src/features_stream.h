@@ -257,6 +257,38 @@ inline bool looks_multiple_choice(std::string_view text) {
   return false;
 }
 
+// Calls emit(hash) for each character lo..hi-gram (2 <= lo <= hi <= 8) of the n bytes at s, normalised by
+// tables().norm (ASCII lower case, digits as '0', whitespace as ' '), and returns how many it emitted. The hash's
+// top bits are well mixed (Fibonacci hashing), so callers take a slot from them. Shared by the request features and
+// the task model's features: changing it changes both extractors' output.
+template <class F>
+uint32_t for_each_char_ngram(const unsigned char* s, size_t n, uint32_t lo, uint32_t hi, uint64_t seed, F&& emit) {
+  const char_tables& t = tables();
+  uint64_t window = 0;
+  const uint64_t lo_mask = lo == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * lo)) - 1;
+  const uint64_t lo_salt = seed ^ (uint64_t{lo} << 58);
+  const size_t warm = std::min<size_t>(n, lo - 1);
+  for (size_t i = 0; i < warm; ++i) window = (window << 8) | t.norm[s[i]];
+  for (size_t i = warm; i < n; ++i) {
+    window = (window << 8) | t.norm[s[i]];
+    // One multiply (Fibonacci hashing; the top bits are well mixed) instead of a full mix per byte.
+    emit(((window & lo_mask) ^ lo_salt) * 0x9e3779b97f4a7c15ULL);
+  }
+  if (hi > lo) {  // longer n-grams: the general (slower) loop
+    window = 0;
+    for (size_t i = 0; i < n; ++i) {
+      window = (window << 8) | t.norm[s[i]];
+      for (uint32_t g = lo + 1; g <= hi && g <= i + 1; ++g) {
+        const uint64_t key = g == 8 ? window : window & ((uint64_t{1} << (8 * g)) - 1);
+        emit((key ^ seed ^ (uint64_t{g} << 58)) * 0x9e3779b97f4a7c15ULL);
+      }
+    }
+  }
+  uint32_t count = 0;
+  for (uint32_t g = lo; g <= hi; ++g) count += n >= g ? static_cast<uint32_t>(n - g + 1) : 0;
+  return count;
+}
+
 template <class Sink>
 void stream_features(const feature_config& cfg, const chat_request& req, Sink& sink) {
   size_t focus_index = 0;
@@ -412,30 +444,8 @@ void stream_features(const feature_config& cfg, const chat_request& req, Sink& s
   }
 
   // Character n-grams: a separate branch-free pass over the normalised bytes (whitespace as ' ').
-  if (cfg.char_ngram_min != 0) {
-    uint64_t window = 0;
-    const uint32_t lo = cfg.char_ngram_min, hi = cfg.char_ngram_max;
-    const uint64_t lo_mask = lo == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * lo)) - 1;
-    const uint64_t lo_salt = seed ^ (uint64_t{lo} << 58);
-    const size_t warm = std::min<size_t>(n, lo - 1);
-    for (size_t i = 0; i < warm; ++i) window = (window << 8) | t.norm[s[i]];
-    for (size_t i = warm; i < n; ++i) {
-      window = (window << 8) | t.norm[s[i]];
-      // One multiply (Fibonacci hashing; the top bits are well mixed) instead of a full mix per byte.
-      emit_char(((window & lo_mask) ^ lo_salt) * 0x9e3779b97f4a7c15ULL);
-    }
-    if (hi > lo) {  // longer n-grams: the general (slower) loop
-      window = 0;
-      for (size_t i = 0; i < n; ++i) {
-        window = (window << 8) | t.norm[s[i]];
-        for (uint32_t g = lo + 1; g <= hi && g <= i + 1; ++g) {
-          const uint64_t key = g == 8 ? window : window & ((uint64_t{1} << (8 * g)) - 1);
-          emit_char((key ^ seed ^ (uint64_t{g} << 58)) * 0x9e3779b97f4a7c15ULL);
-        }
-      }
-    }
-    for (uint32_t g = lo; g <= hi; ++g) n_char_feats += n >= g ? static_cast<uint32_t>(n - g + 1) : 0;
-  }
+  if (cfg.char_ngram_min != 0)
+    n_char_feats = for_each_char_ngram(s, n, cfg.char_ngram_min, cfg.char_ngram_max, seed, emit_char);
 
   // Dense block.
   const double chars = static_cast<double>(text.size());

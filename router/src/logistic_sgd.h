@@ -1,6 +1,6 @@
-// The training core both learned models share (train.cpp: the router classifier; acceptance_train.cpp: the
-// cascade's acceptance model): rows' sparse features in CSR form, seeded shuffling, and AdaGrad SGD on log-loss for
-// logistic regression. Single-threaded and seeded, so the same inputs give bit-identical weights.
+// The training core the learned models share (train.cpp: the router classifier; acceptance_train.cpp: the
+// cascade's acceptance model; task_train.cpp: the task tier's model): rows' sparse features in CSR form, seeded
+// shuffling, and AdaGrad SGD on log-loss for binary and multinomial (softmax) logistic regression. Single-threaded and seeded, so the same inputs give bit-identical weights.
 // What must not go in here: feature extraction, model files, anything that knows which model is being trained.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <random>
 #include <span>
 #include <vector>
@@ -72,5 +73,16 @@ using sgd_progress = std::function<void(int epoch, size_t rows_done, double loss
 // Logistic regression by AdaGrad SGD over rows in a seeded random order each epoch; labels[i] in [0, 1].
 linear_fit fit_logistic(const feature_matrix& fm, std::span<const double> labels, const sgd_options& opt,
                         const sgd_progress& progress);
+
+struct softmax_fit {
+  std::vector<double> weights;  // (n_classes, n_features) row-major: one row per class
+  std::vector<double> bias;     // (n_classes)
+};
+
+// Multinomial logistic regression by AdaGrad SGD (one accumulator per weight), fitted on the matrix rows listed in
+// `rows` (in a seeded random order each epoch; the list's own order matters only through that shuffle).
+// classes[r] in [0, n_classes) is matrix row r's class; n_classes >= 2.
+softmax_fit fit_softmax(const feature_matrix& fm, std::span<const uint32_t> classes, size_t n_classes,
+                        std::span<const size_t> rows, const sgd_options& opt, const sgd_progress& progress);
 
 }  // namespace sluice::router::detail

@@ -5,6 +5,7 @@
 
 #include "cascade/cascade_run.h"
 #include "cascade/route_table.h"
+#include "sluice/router/task_model.h"
 
 namespace sluice::router {
 
@@ -14,7 +15,9 @@ double cost_usd(const usage& u, const policies::price_per_mtok& price) {
                      static_cast<double>(u.tokens_cache_read) * price.cached_input_usd +
                      static_cast<double>(u.tokens_cache_write) * price.cache_write_usd +
                      static_cast<double>(u.tokens_output) * price.output_usd;
-  return usd / 1e6;
+  // A per-request price applies to attempts that got an answer (a refused connection costs nothing).
+  const bool answered = u.tokens_input > 0 || u.tokens_output > 0;
+  return usd / 1e6 + (answered ? price.request_usd : 0.0);
 }
 
 namespace {
@@ -28,6 +31,7 @@ class accounting_sink final : public generation_sink {
         start_(std::chrono::steady_clock::now()) {}
 
   void on_chunk(chunk c) override { inner_->on_chunk(std::move(c)); }
+  void when_ready(std::function<void()> resume) override { inner_->when_ready(std::move(resume)); }
 
   void on_done(result<completion> r) override {
     if (r.has_value()) {
@@ -65,6 +69,12 @@ result<std::shared_ptr<const router>> router::create(std::shared_ptr<const polic
 
 std::vector<std::string> check_route_files(const policies::policy& policy) {
   std::vector<std::string> problems;
+  for (const policies::model_config& m : policy.models) {
+    if (m.kind != policies::model_kind::task) continue;
+    auto t = task_classifier::load(m.task_model_path);
+    if (!t) problems.push_back(policy.source + ":" + std::to_string(m.line) + ": model '" + m.name + "': " + t.error().message);
+  }
+
   for (const policies::route_config& rc : policy.routes) {
     auto r = detail::compile_route(policy, rc, nullptr);
     if (!r) problems.push_back(r.error().message);

@@ -18,6 +18,8 @@ Directives:
   chunks:N            number of content chunks in a stream (default 4)
   usage-cached        usage carries prompt_tokens_details.cached_tokens
   chunked-response    send a non-stream answer with Transfer-Encoding: chunked instead of Content-Length
+  header:NAME=VALUE   add this header to the answer's head (any status, stream or not); may be repeated
+  content-bytes:N     each content piece is N characters long (its text repeated), for large streams
 
 Every request is recorded (method, path, headers, body, parsed JSON, timings, whether the client closed
 the connection before the answer was complete). GET /_fake/requests returns the records as JSON;
@@ -62,6 +64,9 @@ def parse_directives(model):
         if not part:
             continue
         name, _, arg = part.partition(":")
+        if name == "header":
+            d.setdefault("header", []).append(tuple(arg.split("=", 1)) if "=" in arg else (arg, ""))
+            continue
         d[name] = arg if arg else True
     return d
 
@@ -255,7 +260,7 @@ class FakeUpstream:
             else:
                 err = {"message": f"fake upstream status {status}", "type": "server_error", "param": None,
                        "code": None}
-            await self.send_full(writer, status, {"error": err}, keep_alive=keep_alive)
+            await self.send_full(writer, status, {"error": err}, keep_alive=keep_alive, extra=d.get("header", ()))
             record["completed"] = True
             return keep_alive
         if "malformed-json" in d:
@@ -269,6 +274,9 @@ class FakeUpstream:
         usage = dict(USAGE_CACHED if "usage-cached" in d else USAGE_OK)
         n_chunks = int(d.get("chunks", 4))
         pieces = [CONTENT_PIECES[i % len(CONTENT_PIECES)] for i in range(n_chunks)]
+        if "content-bytes" in d:
+            n = int(d["content-bytes"])
+            pieces = [(p * (n // len(p) + 1))[:n] for p in pieces]
         if req.get("stream") is True:
             return await self.stream(reader, writer, record, req, d, cid, created, model, pieces, usage, keep_alive)
 
@@ -293,7 +301,8 @@ class FakeUpstream:
             else:
                 writer.close()
             return False
-        await self.send_full(writer, 200, answer, keep_alive=keep_alive, chunked="chunked-response" in d)
+        await self.send_full(writer, 200, answer, keep_alive=keep_alive, chunked="chunked-response" in d,
+                             extra=d.get("header", ()))
         record["completed"] = True
         return keep_alive
 
@@ -302,6 +311,7 @@ class FakeUpstream:
         delay_s = int(d.get("stream-delay", 0)) / 1000.0
         headers = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"),
                    ("transfer-encoding", "chunked"), ("x-request-id", f"req_fake_{record['id']}")]
+        headers += list(d.get("header", ()))
         if not keep_alive:
             headers.append(("connection", "close"))
         writer.write(self.head(200, headers))

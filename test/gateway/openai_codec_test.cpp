@@ -83,7 +83,35 @@ TEST_CASE("malformed requests name the offending field", "[openai]") {
 
 TEST_CASE("duplicate keys the gateway acts on are rejected", "[openai]") {
   CHECK(error_param(R"({"model":"a","model":"b","messages":[{"role":"user","content":"x"}]})") == "model");
-  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","role":"system","content":"x"}]})") == "role");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","role":"system","content":"x"}]})") ==
+        "messages[0].role");
+}
+
+TEST_CASE("duplicate keys are rejected at every depth, naming the field path", "[openai]") {
+  const std::string msgs = R"("messages":[{"role":"user","content":"x"}])";
+  // Forwarded verbatim, a Python upstream would read the last value where the gateway reads the first.
+  auto r = chat(R"({"model":"a",)" + msgs + R"(,"response_format":{"type":"text","type":"json_object"}})");
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().code == router::errc::bad_request);
+  CHECK(r.error().param == "response_format.type");
+  CHECK(r.error().message == "Duplicate key 'response_format.type' in the request body.");
+  CHECK(error_param(R"({"model":"a","messages":[{"role":"user","content":[{"type":"text","text":"a"},)"
+                    R"({"type":"text","text":"b","text":"c"}]}]})") == "messages[0].content[1].text");
+  CHECK(error_param(R"({"model":"a",)" + msgs + R"(,"tools":[{"type":"function","function":{"name":"f",)"
+                    R"("parameters":{"type":"object","properties":{"q":{"type":"string","type":"integer"}}}}}]})") ==
+        "tools[0].function.parameters.properties.q.type");
+  CHECK(error_param(R"({"model":"a",)" + msgs + R"(,"metadata":{"k":[[{"x":1,"x":2}]]}})") == "metadata.k[0][0].x");
+  // An escape spelling the same key is the same key.
+  CHECK(error_param(R"({"model":"a",)" + msgs + R"(,"user":"u","\u0075ser":"v"})") == "user");
+  // A large object (sorted, not compared pairwise) with one repeat among 40 keys.
+  std::string big = R"({"model":"a",)" + msgs + R"(,"extra":{)";
+  for (int i = 0; i < 40; ++i) big += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+  big += R"("k17":0}})";
+  CHECK(error_param(big) == "extra.k17");
+  // The same key in sibling objects is not a duplicate.
+  CHECK(chat(R"({"model":"a","messages":[{"role":"user","content":"x"},{"role":"assistant","content":"y"}],)"
+             R"("extra":{"a":{"b":1},"c":{"b":2},"d":[{"b":3},{"b":4}]}})")
+            .has_value());
 }
 
 TEST_CASE("null means absent for optional fields", "[openai]") {

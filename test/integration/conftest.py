@@ -42,6 +42,9 @@ MODELS = {
     "fake-slow": ("slow:8000", 20000),
     "fake-stream-slow": ("stream-delay:300,chunks:4", 10000),
     "fake-stream-long": ("stream-delay:200,chunks:40", 20000),
+    "fake-429": ("status:429,header:retry-after=7,header:retry-after-ms=6500", 5000),
+    "fake-flood": ("chunks:3000,content-bytes:16384", 20000),  # a ~50 MB stream, sent as fast as it is read
+    "fake-stall": ("stream-delay:1500,chunks:3", 400),  # each gap between chunks longer than its timeout
 }
 
 

@@ -115,3 +115,18 @@ def test_request_cannot_choose_the_upstream(sluice, fake, refused_port):
     else:
         assert_openai_error(status, resp, 400, "invalid_request_error")
         assert fake.requests() == []
+
+
+def test_upstream_429_passes_retry_after_on(sluice, fake):
+    # The fake answers 429 with `retry-after: 7` and `retry-after-ms: 6500` (conftest MODELS["fake-429"]).
+    status, headers, body = post_chat(sluice, chat_body("fake-429"))
+    assert_openai_error(status, body, 429, "api_error", "upstream_rate_limited")
+    assert headers.get("retry-after") == "7", headers
+    assert headers.get("retry-after-ms") == "6500", headers
+    assert len(fake.requests()) == 1
+
+
+def test_retry_after_is_only_on_rate_limits(sluice):
+    status, headers, _ = post_chat(sluice, chat_body("fake-500"))
+    assert status == 502
+    assert "retry-after" not in headers and "retry-after-ms" not in headers

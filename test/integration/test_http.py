@@ -118,3 +118,52 @@ def test_header_deadline_is_total_not_per_read(sluice):
                 break
     assert closed_at is not None, "slow header kept the connection open for 5 s"
     assert closed_at - start < 2.5, f"closed after {closed_at - start:.2f}s, header deadline is 1 s"
+
+
+# Beast 1.81 joins folded header lines before the gateway sees the fields (`Content-Length:\r\n 58` arrives as
+# "58") and takes a list of equal lengths (`58, 58`) as one length. A proxy in front may frame either
+# differently, so both are refused outright (nginx does the same): 400 and close.
+def folded(*lines):
+    return ("POST /v1/chat/completions HTTP/1.1\r\n" + "".join(l + "\r\n" for l in lines) + "\r\n").encode()
+
+
+FOLDING_AND_LISTS = {
+    "folded_content_length": folded("Host: sluice.test", "Content-Type: application/json", "Content-Length:",
+                                    f" {len(CHAT)}") + CHAT + SMUGGLED,
+    "folded_content_length_list": folded("Host: sluice.test", "Content-Type: application/json",
+                                         f"Content-Length: {len(CHAT)},", f"\t{len(CHAT)}") + CHAT + SMUGGLED,
+    "folded_other_header": folded("Host: sluice.test", "Content-Type: application/json", "X-Note: a", " b",
+                                  f"Content-Length: {len(CHAT)}") + CHAT + SMUGGLED,
+    "folded_first_header": folded(" Host: sluice.test", "Content-Type: application/json",
+                                  f"Content-Length: {len(CHAT)}") + CHAT + SMUGGLED,
+    "content_length_list": folded("Host: sluice.test", "Content-Type: application/json",
+                                  f"Content-Length: {len(CHAT)}, {len(CHAT)}") + CHAT + SMUGGLED,
+    "content_length_list_no_space": folded("Host: sluice.test", "Content-Type: application/json",
+                                           f"Content-Length: {len(CHAT)},{len(CHAT)}") + CHAT + SMUGGLED,
+}
+
+
+@pytest.mark.parametrize("name", list(FOLDING_AND_LISTS))
+def test_obs_fold_and_length_lists_are_400_and_close(sluice, fake, name):
+    with RawConnection(sluice) as c:
+        c.send(FOLDING_AND_LISTS[name])
+        r = c.response()
+        assert r is not None, "closed without a response"
+        assert r.status == 400, (r.status, r.body[:300])
+        assert "error" in r.json()
+        assert c.closed_by_peer(), "connection kept open (or a second, smuggled response came back)"
+    assert fake.requests() == [], "the request reached the upstream"
+
+
+def test_head_split_across_reads_is_parsed_once_whole(sluice, fake):
+    # The head is buffered whole before it is parsed (to see folds): a head arriving in pieces, with the CRLF
+    # of a line in one read and the next line in another, must still be served.
+    data = post_raw("/v1/chat/completions", CHAT)
+    end = data.index(b"\r\n\r\n")
+    with RawConnection(sluice) as c:
+        for piece in (data[:20], data[20:end + 2], data[end + 2:end + 3], data[end + 3:]):
+            c.send(piece)
+            time.sleep(0.05)
+        r = c.response()
+    assert r.status == 200, r.body
+    assert len(fake.requests()) == 1

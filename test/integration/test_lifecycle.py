@@ -1,5 +1,5 @@
 """Process lifecycle and operational endpoints: the listening line, port 0 and --port, graceful signals,
-/healthz, /readyz, /v1/models and /metrics (checked with promtool)."""
+/healthz, /readyz, /v1/models (and /v1/models/{id}) and /metrics (checked with promtool); HEAD on each."""
 import json
 import os
 import shutil
@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from conftest import (LISTEN_RE, MODELS, UPSTREAM_KEY, SluiceProcess, chat_body, policy_yaml, request)
+from conftest import (LISTEN_RE, MODELS, UPSTREAM_KEY, RawConnection, SluiceProcess, assert_openai_error, chat_body,
+                      policy_yaml, request)
 
 
 def test_prints_listening_line_and_serves_health(sluice):
@@ -80,3 +81,51 @@ def test_metrics_pass_promtool_and_hide_secrets(sluice):
         pytest.skip("promtool not installed (Debian package prometheus)")
     p = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert p.returncode == 0, (p.stdout + p.stderr).decode() + "\n--- metrics ---\n" + text[:4000]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/v1/models", "/v1/models/gpt-fake", "/metrics"])
+def test_head_is_get_without_the_body(sluice, path):
+    # RFC 9110 9.3.2: the same status and headers as GET (Content-Length included), no body. The GET sent
+    # right after on the same connection proves no body bytes were written.
+    get_status, get_headers, get_body = request(sluice, "GET", path)
+    with RawConnection(sluice) as c:
+        c.send(f"HEAD {path} HTTP/1.1\r\nHost: sluice.test\r\n\r\n" f"GET /healthz HTTP/1.1\r\nHost: sluice.test\r\n\r\n")
+        head = c.response("HEAD")
+        after = c.response("GET")
+    assert head.status == get_status == 200
+    assert head.body == b""
+    assert head.header("content-type") == get_headers["content-type"]
+    if path != "/metrics":  # (its body changes between two scrapes)
+        assert int(head.header("content-length")) == len(get_body)
+    assert after is not None and after.status == 200 and after.json() == {"status": "ok"}
+
+
+def test_get_only_endpoints_allow_get_and_head(sluice):
+    status, headers, body = request(sluice, "POST", "/healthz", "{}")
+    assert_openai_error(status, body, 405)
+    assert headers.get("allow") == "GET, HEAD"
+    status, headers, body = request(sluice, "DELETE", "/v1/models/gpt-fake")
+    assert_openai_error(status, body, 405)
+    assert headers.get("allow") == "GET, HEAD"
+
+
+def test_models_retrieve_serves_models_and_routes(workdir, fake, refused_port):
+    path = os.path.join(workdir, "policy-retrieve.yaml")
+    with open(path, "w") as f:
+        f.write(policy_yaml(fake.port, refused_port) + "routes:\n  fast-route:\n    tiers: [gpt-fake]\n")
+    s = SluiceProcess(path, workdir=workdir)
+    try:
+        status, headers, body = request(s, "GET", "/v1/models/gpt-fake")
+        assert status == 200 and headers["content-type"].startswith("application/json")
+        assert json.loads(body) == {"id": "gpt-fake", "object": "model", "created": 0, "owned_by": "sluice"}
+        status, _, body = request(s, "GET", "/v1/models/fast-route")
+        assert status == 200
+        assert json.loads(body) == {"id": "fast-route", "object": "model", "created": 0, "owned_by": "sluice-route"}
+        listed = {m["id"]: m for m in json.loads(request(s, "GET", "/v1/models")[2])["data"]}
+        assert listed["fast-route"] == json.loads(body)  # the same object as in the list
+        for unknown in ("/v1/models/no-such-model", "/v1/models/a%2Fb", "/v1/models/%zz"):
+            status, _, body = request(s, "GET", unknown)
+            err = assert_openai_error(status, body, 404, "invalid_request_error", "model_not_found")
+            assert err["param"] == "model", err
+    finally:
+        s.stop()

@@ -61,3 +61,10 @@ def test_sdk_stream_cut_raises(client):
 def test_sdk_lists_models(client):
     ids = {m.id for m in client.models.list()}
     assert "gpt-fake" in ids
+
+
+def test_sdk_retrieves_a_model(client):
+    m = client.models.retrieve("gpt-fake")
+    assert m.id == "gpt-fake" and m.object == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")

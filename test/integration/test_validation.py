@@ -72,3 +72,27 @@ def test_wrong_method_is_405(sluice, fake, method, path):
 def test_unknown_path_is_404(sluice, method, path):
     status, _, body = request(sluice, method, path, "{}" if method == "POST" else None)
     assert_openai_error(status, body, 404)
+
+
+# Nested objects are forwarded verbatim: a repeated key at any depth would be read one way here and the other
+# way upstream (Python keeps the last value), so it is refused, naming the field path.
+NESTED_DUPLICATES = [
+    ('{"model":"gpt-fake","messages":' + MSGS + ',"response_format":{"type":"text","type":"json_object"}}',
+     "response_format.type"),
+    ('{"model":"gpt-fake","messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}',
+     "messages[0].content[0].text"),
+    ('{"model":"gpt-fake","messages":' + MSGS + ',"tools":[{"type":"function","function":{"name":"f",'
+     '"parameters":{"type":"object","properties":{"q":{"type":"string"},"q":{"type":"integer"}}}}}]}',
+     "tools[0].function.parameters.properties.q"),
+    ('{"model":"gpt-fake","messages":' + MSGS + ',"stream":true,"stream_options":{"include_usage":true,'
+     '"include_usage":false}}', "stream_options.include_usage"),
+]
+
+
+@pytest.mark.parametrize("body,param", NESTED_DUPLICATES, ids=[p for _, p in NESTED_DUPLICATES])
+def test_nested_duplicate_key_is_400_naming_the_path(sluice, fake, body, param):
+    status, _, raw = request(sluice, "POST", "/v1/chat/completions", body)
+    err = assert_openai_error(status, raw, 400, "invalid_request_error")
+    assert err["param"] == param, err
+    assert param in err["message"], err
+    assert fake.requests() == [], "a request with a repeated key reached the upstream"

@@ -173,7 +173,7 @@ TEST_CASE("an unknown key names the valid keys, suggests the typo's fix, and poi
   auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://a.example/v1\n    timout_ms: 5\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0] == "5:5: unknown key 'timout_ms' in model 'x'; did you mean 'timeout_ms'? valid keys: kind, base_url, "
-                "model, api_key_env, timeout_ms, cost_per_mtok, tls_ca_file");
+                "model, api_key_env, timeout_ms, cost_per_mtok, tls_ca_file, cost_per_request");
 
   e = errors_of("server:\n  prot: 1\n" + std::string(minimal));
   REQUIRE(e.size() == 1);
@@ -194,7 +194,7 @@ TEST_CASE("keys of another kind are rejected", "[policy]") {
   auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://a.example\n    gguf: m.gguf\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0] == "5:5: key 'gguf' does not apply to model 'x' of kind 'openai'; valid keys: kind, base_url, model, "
-                "api_key_env, timeout_ms, cost_per_mtok, tls_ca_file");
+                "api_key_env, timeout_ms, cost_per_mtok, tls_ca_file, cost_per_request");
   e = errors_of("models:\n  x:\n    kind: local\n    gguf: m.gguf\n    base_url: https://a.example\n");
   REQUIRE(e.size() == 1);
   CHECK(starts_with(e[0], "5:5: key 'base_url' does not apply to model 'x' of kind 'local'; valid keys: kind, gguf,"));
@@ -214,7 +214,7 @@ TEST_CASE("wrong types and out-of-range values point at the value", "[policy]") 
 
   e = errors_of("models:\n  x:\n    kind: gpt\n");
   REQUIRE(e.size() == 1);
-  CHECK(e[0] == "3:11: 'kind' must be one of openai, anthropic, local, got 'gpt'");
+  CHECK(e[0] == "3:11: 'kind' must be one of openai, anthropic, local, task, got 'gpt'");
 
   e = errors_of("models:\n  x:\n    kind: local\n    gguf: a.gguf\n    chat_template: alpaca\n"
                 "    cost_per_mtok: {input: -1, output: x}\n");
@@ -522,4 +522,34 @@ TEST_CASE("route errors name the route and the problem", "[policy][routes]") {
   e = errors_of(std::string(two_models) + "decision_log: {keep: 3}\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0] == "4:1: 'decision_log' needs a 'path'");
+}
+
+TEST_CASE("task models and route shadows load and are checked", "[policy][routes]") {
+  auto p = load_ok(R"(models:
+  tagger: {kind: task, task_model: models/tagger.bin, cost_per_request: 0.00001}
+  small: {kind: local, gguf: /m/small.gguf}
+  big: {kind: openai, base_url: https://api.example/v1, cost_per_mtok: {input: 10, output: 30}}
+routes:
+  r:
+    tiers: [tagger, small, big]
+    shadow: {tier: tagger, sample: 0.25}
+)", "/etc/sluice/p.yaml");
+  const model_config& t = *p->find_model("tagger");
+  CHECK(t.kind == model_kind::task);
+  CHECK(t.task_model_path == "/etc/sluice/models/tagger.bin");
+  CHECK(t.price.request_usd == 0.00001);
+  CHECK(p->find_route("r")->shadow.tier == "tagger");
+  CHECK(p->find_route("r")->shadow.sample == 0.25);
+
+  auto e = errors_of("models:\n  t: {kind: task}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "2:3: model 't' of kind 'task' needs a 'task_model' path"));
+  e = errors_of("models:\n  t: {kind: task, task_model: x.bin, gguf: y.gguf}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "2:38: key 'gguf' does not apply to model 't' of kind 'task'"));
+  e = errors_of(std::string(two_models) + "routes:\n  r:\n    tiers: [small, big]\n    shadow: {tier: big, sample: 0.5}\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "5:3: route 'r': shadow tier 'big' must be of kind 'task'"));
+  e = errors_of(std::string(two_models) + "routes:\n  r:\n    tiers: [small, big]\n    shadow: {sample: 2}\n");
+  REQUIRE(e.size() == 2);
 }

@@ -1,5 +1,5 @@
-// classifier::score and acceptance_scorer::score allocate nothing: counted through a replaced global operator new
-// (this test executable only).
+// classifier::score, acceptance_scorer::score and task_classifier::classify allocate nothing: counted through a
+// replaced global operator new (this test executable only).
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -9,6 +9,7 @@
 
 #include "sluice/router/acceptance.h"
 #include "sluice/router/classifier.h"
+#include "sluice/router/task_model.h"
 #include "sluice/router/train.h"
 
 namespace {
@@ -76,4 +77,29 @@ TEST_CASE("scoring a local answer for acceptance allocates no memory") {
   for (int i = 0; i < 10; ++i) total += scorer->score(s);
   CHECK(allocations.load() == before);
   CHECK(total == Approx(10 * warm));
+}
+
+TEST_CASE("classifying with a task model allocates no memory") {
+  task_model m;
+  m.config.hash_bits = 10;
+  m.config.word_ngram_max = 3;
+  m.config.char_ngram_max = 5;
+  m.labels = {"up", "down", "neutral", "none"};
+  m.weights.resize(m.labels.size() * task_feature_count(m.config));
+  for (size_t i = 0; i < m.weights.size(); ++i) m.weights[i] = static_cast<float>(i % 7) * 0.01f - 0.03f;
+  m.bias = {0.1f, 0.0f, -0.1f, 0.05f};
+  result<task_classifier> c = task_classifier::from_model(std::move(m));
+  REQUIRE(c.has_value());
+  const std::string query =
+      "Determine the direction.\n\nQ: gold gains $5 as the dollar slips " + std::string(2000, 'x') + " again\nA:";
+  const chat_request r = request_from_prompt(query);
+  const task_classifier::answer warm = c->classify(query);  // first call builds the static byte tables
+  const long before = allocations.load();
+  double total = 0.0;
+  for (int i = 0; i < 10; ++i) {
+    total += c->classify(query).confidence;
+    total += c->classify(r).confidence;
+  }
+  CHECK(allocations.load() == before);
+  CHECK(total == Approx(20 * warm.confidence));
 }

@@ -59,6 +59,7 @@ struct serving {
 // Reports one finished request: metrics (labels bounded by gateway_metrics) and, for a route, its decision
 // log line.
 void record(serving& sv, const event_queue* q, int status, const router::completion* c) {
+  // (The served text goes to the decision log only where the route allows text.)
   auto& state = sv.s.state();
   const router::route_decision* d = sv.route && q ? q->decision().get() : nullptr;
   const double duration = seconds_since(sv.t0);
@@ -79,7 +80,7 @@ void record(serving& sv, const event_queue* q, int status, const router::complet
       r.overhead_s = std::max(0.0, r.duration_s - c->backend_seconds);
     }
     state.metrics->record_request(r);
-    if (d) state.metrics->record_route(*d, duration, sv.ttft_s);
+    if (d) state.metrics->record_route(*d, sv.ttft_s);
   }
   if (d && state.decisions) {
     decision_context ctx;
@@ -89,27 +90,11 @@ void record(serving& sv, const event_queue* q, int status, const router::complet
     ctx.http_status = status;
     ctx.latency_s = duration;
     ctx.ttft_s = sv.ttft_s;
+    if (c) ctx.response = c->text;
     const bool queued = state.decisions->write(decision_log_line(*d, ctx));
     if (state.metrics) state.metrics->decision_log_lines_total.with({queued ? "queued" : "dropped"}).inc();
+    if (queued && state.routed) state.routed->add(sv.s.request_id());
   }
-}
-
-// Counts upstream failures by reason; `mid_stream` = after the response had started.
-void record_failure(serving& sv, const event_queue* q, const router::error& e, bool mid_stream) {
-  auto& state = sv.s.state();
-  if (!state.metrics) return;
-  std::optional<upstream_error_reason> reason;
-  switch (e.code) {
-    case router::errc::upstream_timeout: reason = upstream_error_reason::timeout; break;
-    case router::errc::upstream_auth: reason = upstream_error_reason::auth; break;
-    case router::errc::upstream_rate_limited: reason = upstream_error_reason::rate_limited; break;
-    case router::errc::upstream_rejected: reason = upstream_error_reason::http_status; break;
-    case router::errc::upstream_error:
-      reason = mid_stream ? upstream_error_reason::stream_cut : upstream_error_reason::other;
-      break;
-    default: break;
-  }
-  if (reason) state.metrics->record_upstream_error(sv.tier(q), *reason);
 }
 
 // How the request was served, as response headers: x-sluice-route / -tier / -escalated (and why), and with a
@@ -188,35 +173,53 @@ struct in_flight {
   in_flight& operator=(const in_flight&) = delete;
 };
 
-// The request was interrupted while its backend ran: the client left or a write failed (499), or the server
-// cut it at the end of its drain grace (503 if nothing was sent yet, else an in-band error event).
+// The request was interrupted while its backend ran: the client left or a write failed (499); the server cut
+// it at the end of its drain grace, or its deadline (server.request_timeout_ms) passed: a 503 or 504 if nothing
+// was sent yet, else an in-band error event (and the 200 already sent is what the metrics count).
 awaitable<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, bool stream_started) {
   gen.cancel();
   co_await drain(q);
-  if (q.interrupted() != event_queue::interruption::server_stopping) {
+  const auto why = q.interrupted();
+  if (why != event_queue::interruption::server_stopping && why != event_queue::interruption::deadline) {
     record(sv, &q, 499, nullptr);
     co_return false;
   }
-  const router::error e{router::errc::shutting_down, "The server is shutting down; the request was cut before it "
-                                                    "finished. Retry it."};
-  record(sv, &q, router::info(e.code).http_status, nullptr);
-  sv.s.close_after_response();
+  const bool stopping = why == event_queue::interruption::server_stopping;
+  const auto& policy = *sv.s.state().policy;
+  router::error e{router::errc::shutting_down,
+                  "The server is shutting down; the request was cut before it finished. Retry it."};
+  if (!stopping) {
+    e = router::error{router::errc::upstream_timeout, "The request did not finish within the server's "
+                                                      "request_timeout_ms (" +
+                                                          std::to_string(policy.server.request_timeout.count()) +
+                                                          " ms)."};
+  }
+  auto* metrics = sv.s.state().metrics.get();
+  if (!stopping && metrics && sv.model && sv.model->kind != policies::model_kind::local) {
+    metrics->record_upstream_error(sv.tier(&q), upstream_error_reason::timeout);  // (cancelled: not counted there)
+  }
+  record(sv, &q, stream_started ? 200 : router::info(e.code).http_status, nullptr);
+  if (stopping) sv.s.close_after_response();
   if (!stream_started) {
-    co_await sv.s.send(router::info(e.code).http_status, openai_error_body(e), json_type, served_headers(sv, q, nullptr));
-    co_return false;
+    const bool again = co_await sv.s.send(router::info(e.code).http_status, openai_error_body(e), json_type,
+                                          served_headers(sv, q, nullptr));
+    co_return again && !stopping;
   }
+  bool again = false;
   if (co_await sv.s.sse_send(openai_error_body(e))) {
-    if (co_await sv.s.sse_send("[DONE]")) co_await sv.s.sse_end();
+    if (co_await sv.s.sse_send("[DONE]")) again = co_await sv.s.sse_end();
   }
-  co_return false;
+  co_return again && !stopping;
 }
 
 // The backend failed before anything was sent to the client: a proper error status.
 awaitable<bool> fail(serving& sv, const event_queue& q, const router::error& e) {
-  record_failure(sv, &q, e, false);
   const int status = router::info(e.code).http_status;
   record(sv, &q, status, nullptr);
-  co_return co_await sv.s.send(status, openai_error_body(e), json_type, served_headers(sv, q, nullptr));
+  header_list h = served_headers(sv, q, nullptr);
+  if (!e.retry_after.empty()) h.emplace_back("Retry-After", e.retry_after);
+  if (!e.retry_after_ms.empty()) h.emplace_back("retry-after-ms", e.retry_after_ms);
+  co_return co_await sv.s.send(status, openai_error_body(e), json_type, h);
 }
 
 awaitable<bool> serve_completion(http_session& s, router::result<router::chat_request> parsed, clock::time_point t0) {
@@ -235,6 +238,7 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
   if (!sv.route) sv.model = state.policy->find_model(sv.req->model);
 
   auto queue = std::make_shared<event_queue>(co_await asio::this_coro::executor);
+  if (!sv.route) queue->set_deadline(t0 + state.policy->server.request_timeout);  // a route: its cascade's
   auto gen = state.router->dispatch(sv.req, queue);
   if (!gen) {
     record(sv, nullptr, router::info(gen.error().code).http_status, nullptr);
@@ -308,11 +312,11 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
     }
     auto& done = std::get<1>(*ev);
     if (!done) {
-      // After the 200 the only way to signal failure is in-band (PITFALLS.md "Streaming semantics").
-      record_failure(sv, queue.get(), done.error(), true);
+      // After the 200 the only way to signal failure is in-band (PITFALLS.md "Streaming semantics"). The
+      // metrics count the 200 the client got; sluice_upstream_errors_total says what broke.
       co_await s.sse_send(openai_error_body(done.error()));
       co_await s.sse_send("[DONE]");
-      record(sv, queue.get(), router::info(done.error().code).http_status, nullptr);
+      record(sv, queue.get(), 200, nullptr);
       co_return co_await s.sse_end();
     }
     router::completion& c = *done;
@@ -325,27 +329,145 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
   }
 }
 
+// POST /v1/feedback: an outcome for a recent routed request, appended to the decision log. (Errors are named
+// locals before they are awaited on: g++ 12 mishandles temporaries with strings inside co_await expressions.)
+awaitable<bool> post_feedback(http_session& s) {
+  auto& state = s.state();
+  const char* result = "recorded";
+  std::optional<router::error> problem;
+  auto f = parse_feedback(std::move(s.request().body()));
+  if (!f) {
+    result = "invalid";
+    problem = f.error();
+  } else if (!state.decisions || !state.routed) {
+    result = "invalid";
+    problem = router::error{router::errc::not_implemented,
+                            "Feedback is recorded in the decision log, and this gateway's policy has none (add a "
+                            "decision_log section)."};
+  } else {
+    switch (state.routed->claim_feedback(f->request_id)) {
+      case request_index::claim::unknown:
+        result = "unknown_request";
+        problem = router::error{router::errc::not_found,
+                                "No recent routed request has the id '" + f->request_id +
+                                    "'. Feedback names the x-request-id of an answer served through a route of this "
+                                    "gateway; ids are kept for the last 1,000,000 routed requests and not across "
+                                    "restarts.",
+                                "request_id"};
+        break;
+      case request_index::claim::duplicate:
+        result = "duplicate";
+        problem = router::error{router::errc::conflict,
+                                "Feedback for request '" + f->request_id +
+                                    "' was already recorded; it is accepted once per request.",
+                                "request_id"};
+        break;
+      case request_index::claim::recorded:
+        if (!state.decisions->write(feedback_log_line(*f))) {
+          result = "dropped";
+          problem = router::error{router::errc::overloaded,
+                                  "The decision log is not keeping up; retry the feedback later."};
+        }
+        break;
+    }
+  }
+  if (state.metrics) state.metrics->feedback_total.with({result}).inc();
+  if (problem) co_return co_await send_error(s, *problem);
+  std::string out = "{\"object\":\"feedback\",\"request_id\":";
+  append_json_string(out, f->request_id);
+  out += ",\"status\":\"recorded\"}";
+  co_return co_await s.send(200, std::move(out), json_type);
+}
+
+// OpenAI model objects for /v1/models and /v1/models/{id}.
+constexpr std::string_view route_owner = "sluice-route";
+std::string_view owner(const policies::model_config& m) {
+  switch (m.kind) {
+    case policies::model_kind::local: return "sluice-local";
+    case policies::model_kind::task: return "sluice-task";
+    default: return "sluice";
+  }
+}
+void append_model_object(std::string& out, std::string_view id, std::string_view owned_by) {
+  out += "{\"id\":";
+  append_json_string(out, id);
+  out += ",\"object\":\"model\",\"created\":0,\"owned_by\":";
+  append_json_string(out, owned_by);
+  out += '}';
+}
+
 awaitable<bool> list_models(http_session& s) {
   std::string out = "{\"object\":\"list\",\"data\":[";
   bool first = true;
   for (const auto& m : s.state().policy->models) {
     if (!first) out += ',';
     first = false;
-    out += "{\"id\":";
-    append_json_string(out, m.name);
-    out += ",\"object\":\"model\",\"created\":0,\"owned_by\":";
-    append_json_string(out, m.kind == policies::model_kind::local ? "sluice-local" : "sluice");
-    out += '}';
+    append_model_object(out, m.name, owner(m));
   }
-  for (const auto& r : s.state().policy->routes) {  // routes are named like models by clients
+  for (const auto& r : s.state().policy->routes) {
     if (!first) out += ',';
     first = false;
-    out += "{\"id\":";
-    append_json_string(out, r.name);
-    out += ",\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice-route\"}";
+    append_model_object(out, r.name, route_owner);
   }
   out += "]}";
   co_return co_await s.send(200, std::move(out), json_type);
+}
+
+// "%2F" -> "/"; nullopt for a malformed escape.
+std::optional<std::string> percent_decode(std::string_view s) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    const int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+constexpr std::string_view model_name_chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/-";
+
+// GET /v1/models/{id} (the SDKs' models.retrieve): a model or route of the policy, else 404 model_not_found.
+awaitable<bool> retrieve_model(http_session& s, std::string_view encoded_id) {
+  const auto& policy = *s.state().policy;
+  const std::optional<std::string> id = percent_decode(encoded_id);
+  std::string out;
+  if (const auto* m = id ? policy.find_model(*id) : nullptr) {
+    append_model_object(out, m->name, owner(*m));
+  } else if (const auto* r = id ? policy.find_route(*id) : nullptr) {
+    append_model_object(out, r->name, route_owner);
+  }
+  if (!out.empty()) co_return co_await s.send(200, std::move(out), json_type);
+  // The id is echoed only when it could be a model name at all (policy.md: letters, digits and . _ : / -).
+  router::error e{router::errc::unknown_model, "The model does not exist", "model"};
+  if (id && id->size() <= 256 && id->find_first_not_of(model_name_chars) == std::string::npos) {
+    e.message = "The model '" + *id + "' does not exist";
+  }
+  co_return co_await send_error(s, e);
+}
+
+// A request no endpoint takes (an unknown path, a wrong method): counted with model "unknown".
+// (By value: the callers' temporaries are gone when the coroutine runs.)
+awaitable<bool> refuse(http_session& s, int status, router::error e, header_list headers, clock::time_point t0) {
+  if (auto* metrics = s.state().metrics.get()) {
+    request_record r;
+    r.http_status = status;
+    r.duration_s = seconds_since(t0);
+    metrics->record_request(r);
+  }
+  co_return co_await s.send(status, openai_error_body(e), json_type, headers);
 }
 
 struct endpoint {
@@ -355,6 +477,7 @@ struct endpoint {
 // (At namespace scope: g++ 12 cannot hold a local array in a coroutine frame.)
 constexpr endpoint endpoints[] = {
     {"/v1/chat/completions", http::verb::post}, {"/v1/completions", http::verb::post},
+    {"/v1/feedback", http::verb::post},
     {"/v1/models", http::verb::get},           {"/healthz", http::verb::get},
     {"/readyz", http::verb::get},              {"/metrics", http::verb::get},
 };
@@ -367,22 +490,26 @@ awaitable<bool> handle_request(http_session& s) {
   std::string_view target = req.target();
   if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
   const auto method = req.method();
+  // HEAD is GET without the body (http_session::send leaves it out).
+  const bool get_or_head = method == http::verb::get || method == http::verb::head;
   auto route = [&](std::string_view path, http::verb want) -> int {  // 1 = match, 0 = other path, -1 = bad method
     if (target != path) return 0;
-    return method == want ? 1 : -1;
+    return method == want || (want == http::verb::get && get_or_head) ? 1 : -1;
+  };
+  auto not_allowed = [&](std::string_view path, http::verb allowed) {
+    router::error e{router::errc::bad_request, "Method " + std::string(req.method_string()) +
+                                                   " is not allowed on " + std::string(path) + "."};
+    header_list allow;
+    allow.emplace_back("Allow", allowed == http::verb::get ? std::string("GET, HEAD")
+                                                           : std::string(http::to_string(allowed)));
+    return refuse(s, 405, e, allow, t0);
   };
 
   for (size_t i = 0; i < std::size(endpoints); ++i) {  // (no range-for over an array: g++ 12 coroutine bug)
     const endpoint& ep = endpoints[i];
     const int m = route(ep.path, ep.verb);
     if (m == 0) continue;
-    if (m < 0) {
-      router::error e{router::errc::bad_request, "Method " + std::string(req.method_string()) +
-                                                     " is not allowed on " + std::string(ep.path) + "."};
-      header_list allow;
-      allow.emplace_back("Allow", std::string(http::to_string(ep.verb)));
-      co_return co_await s.send(405, openai_error_body(e), json_type, allow);
-    }
+    if (m < 0) co_return co_await not_allowed(ep.path, ep.verb);
     if (ep.path == "/v1/chat/completions") {
       co_return co_await serve_completion(s, parse_openai_chat_request(std::move(req.body())), t0);
     }
@@ -390,6 +517,7 @@ awaitable<bool> handle_request(http_session& s) {
       co_return co_await serve_completion(s, parse_openai_completion_request(std::move(req.body())), t0);
     }
     if (ep.path == "/v1/models") co_return co_await list_models(s);
+    if (ep.path == "/v1/feedback") co_return co_await post_feedback(s);
     if (ep.path == "/healthz") co_return co_await s.send(200, "{\"status\":\"ok\"}", json_type);
     if (ep.path == "/readyz") {
       const bool ready = s.state().ready.load();
@@ -401,9 +529,13 @@ awaitable<bool> handle_request(http_session& s) {
       co_return co_await s.send(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
     }
   }
+  if (constexpr std::string_view models = "/v1/models/"; target.starts_with(models) && target.size() > models.size()) {
+    if (!get_or_head) co_return co_await not_allowed("/v1/models/{model}", http::verb::get);
+    co_return co_await retrieve_model(s, target.substr(models.size()));
+  }
   std::string msg = "Invalid URL (" + std::string(req.method_string()) + " " + std::string(target) + ").";
   router::error e{router::errc::bad_request, std::move(msg)};
-  co_return co_await s.send(404, openai_error_body(e), json_type);
+  co_return co_await refuse(s, 404, e, {}, t0);
 }
 
 }  // namespace sluice::gateway

@@ -1,11 +1,16 @@
 // Bridges a backend's callbacks (any thread) to a session coroutine (its strand): callbacks post into the
 // strand, the coroutine awaits the next event. No lost wake-ups: both sides touch the queue on the strand.
+// Bounded for producers that can pause (when_ready): a client that reads slowly slows the upstream down
+// instead of growing this queue. The local engine cannot pause; its output is capped by max_tokens, so its
+// queue is bounded by that and nothing is ever dropped.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <variant>
@@ -21,18 +26,28 @@ class event_queue final : public router::generation_sink, public std::enable_sha
  public:
   explicit event_queue(boost::asio::any_io_executor strand);
 
+  // Bytes of chunks queued before a producer that asks (when_ready) is made to wait; it resumes when the
+  // queue has drained to half of this.
+  static constexpr size_t max_queued_bytes = 256 * 1024;
+
   void on_chunk(router::chunk c) override;
   void on_done(router::result<router::completion> r) override;
   void on_decision(std::shared_ptr<const router::route_decision> d) override;
+  void when_ready(std::function<void()> resume) override;
+
+  // The request's deadline: once it has passed, next() returns nullopt with interrupted() == deadline, even
+  // while events keep coming (a stream that never stalls is bounded too). Call on the strand, before next().
+  void set_deadline(std::chrono::steady_clock::time_point t) { deadline_ = t; }
 
   // A routed request's latest decision among the events next() has returned so far (null for plain models):
   // the one in force when the next chunk is written.
   const std::shared_ptr<const router::route_decision>& decision() const { return decision_; }
 
   // Why next() returned nullopt: the request must stop before its backend finished.
-  enum class interruption { none, client_gone, server_stopping };
+  enum class interruption { none, client_gone, server_stopping, deadline };
 
-  // The next event; nullopt when the request was interrupted first (see interrupted()), unless `ignore_gone`.
+  // The next event; nullopt when the request was interrupted first (see interrupted()), unless `ignore_gone`
+  // (which drains every event up to on_done whatever happened).
   boost::asio::awaitable<std::optional<backend_event>> next(bool ignore_gone = false);
 
   // The client closed its connection, or the server cut the request at the end of its drain grace: wakes
@@ -45,10 +60,14 @@ class event_queue final : public router::generation_sink, public std::enable_sha
   using queued_event = std::variant<router::chunk, router::result<router::completion>,
                                     std::shared_ptr<const router::route_decision>>;
   void push(queued_event ev);
+  void release_producer();
 
   boost::asio::any_io_executor strand_;
   boost::asio::steady_timer bell_;
   std::deque<queued_event> events_;
+  size_t queued_bytes_ = 0;                // of the chunks in events_ (approximate: their text and raw payload)
+  std::function<void()> paused_producer_;  // the resume of a producer waiting for room
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   std::shared_ptr<const router::route_decision> decision_;
   interruption interrupted_ = interruption::none;
 };

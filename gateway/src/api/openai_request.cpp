@@ -1,8 +1,9 @@
 // Parsing and validating OpenAI requests (chat completions and legacy completions) into chat_request.
 #include <simdjson.h>
 
-#include <set>
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "api/json_util.h"
 #include "api/openai_codec.h"
@@ -46,17 +47,85 @@ bool is_number(element e) {
   return t == element_type::INT64 || t == element_type::UINT64 || t == element_type::DOUBLE;
 }
 
-// Rejects duplicate keys in `obj`: the gateway and a Python upstream would disagree on which one counts.
-std::optional<error> check_duplicates(object obj, std::string_view where) {
-  std::set<std::string_view> seen;
-  for (auto field : obj) {
-    if (!seen.insert(field.key).second) {
-      return bad("Duplicate key '" + std::string(field.key) + "' in " + std::string(where) + ".",
-                 std::string(field.key));
+// Rejects a key repeated in any object of the document, at any depth: simdjson keeps the first, Python
+// upstreams keep the last, so the gateway and the upstream would read different requests (PITFALLS.md). One
+// pass over the DOM; the field path ("messages[0].content[1].type") is built only for the error.
+class duplicate_key_check {
+ public:
+  std::optional<error> run(element root) {
+    if (!visit(root)) return bad("Duplicate key '" + path_ + "' in the request body.", path_);
+    return std::nullopt;
+  }
+
+ private:
+  // A step from a container to a child: a key, or an index when `key` is null.
+  struct step {
+    const char* key;
+    size_t key_len;
+    size_t index;
+  };
+
+  // False on the first duplicate, with path_ naming it.
+  bool visit(element e) {
+    if (e.type() == element_type::ARRAY) {
+      size_t i = 0;
+      for (element child : simdjson::dom::array(e)) {
+        steps_.push_back({nullptr, 0, i++});
+        if (!visit(child)) return false;
+        steps_.pop_back();
+      }
+      return true;
+    }
+    if (e.type() != element_type::OBJECT) return true;
+    const object obj(e);
+    keys_.clear();
+    for (auto field : obj) keys_.push_back(field.key);
+    if (auto dup = find_duplicate()) {
+      steps_.push_back({dup->data(), dup->size(), 0});
+      build_path();
+      return false;
+    }
+    for (auto field : obj) {
+      steps_.push_back({field.key.data(), field.key.size(), 0});
+      if (!visit(field.value)) return false;
+      steps_.pop_back();
+    }
+    return true;
+  }
+
+  // In keys_ (reordered): pairwise for the small objects requests are made of, sorted for large ones (a
+  // JSON schema with hundreds of properties).
+  std::optional<std::string_view> find_duplicate() {
+    const size_t n = keys_.size();
+    if (n <= 16) {
+      for (size_t i = 1; i < n; ++i) {
+        for (size_t j = 0; j < i; ++j) {
+          if (keys_[i] == keys_[j]) return keys_[i];
+        }
+      }
+      return std::nullopt;
+    }
+    std::sort(keys_.begin(), keys_.end());
+    auto it = std::adjacent_find(keys_.begin(), keys_.end());
+    if (it == keys_.end()) return std::nullopt;
+    return *it;
+  }
+
+  void build_path() {
+    for (const step& st : steps_) {
+      if (st.key) {
+        if (!path_.empty()) path_ += '.';
+        path_.append(st.key, st.key_len);
+      } else {
+        path_ += '[' + std::to_string(st.index) + ']';
+      }
     }
   }
-  return std::nullopt;
-}
+
+  std::vector<step> steps_;            // from the root to the element being visited
+  std::vector<std::string_view> keys_;  // the keys of the object being checked
+  std::string path_;
+};
 
 std::optional<error> read_number(element v, std::string_view name, double lo, double hi, std::optional<double>& out) {
   if (v.is_null()) return std::nullopt;
@@ -102,7 +171,6 @@ std::optional<error> read_content(element v, const std::string& param, router::m
     const std::string pp = param + "[" + std::to_string(k++) + "]";
     if (part.type() != element_type::OBJECT) return wrong_type(pp, "object", part);
     object po(part);
-    if (auto e = check_duplicates(po, pp)) return e;
     element type;
     if (po["type"].get(type) != simdjson::SUCCESS) return bad("Missing required parameter: '" + pp + ".type'.", pp + ".type");
     if (type.type() != element_type::STRING) return wrong_type(pp + ".type", "string", type);
@@ -123,7 +191,6 @@ std::optional<error> read_message(element v, size_t index, router::message& m) {
   const std::string param = "messages[" + std::to_string(index) + "]";
   if (v.type() != element_type::OBJECT) return wrong_type(param, "object", v);
   object obj(v);
-  if (auto e = check_duplicates(obj, param)) return e;
   element role;
   if (obj["role"].get(role) != simdjson::SUCCESS) {
     return bad("Missing required parameter: '" + param + ".role'.", param + ".role");
@@ -242,7 +309,6 @@ std::optional<error> read_common(object doc, router::chat_request& req) {
   }
   if (doc["stream_options"].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (v.type() != element_type::OBJECT) return wrong_type("stream_options", "object", v);
-    if (auto e = check_duplicates(object(v), "stream_options")) return e;
     if (!req.stream) return bad("'stream_options' is only allowed when 'stream' is true.", "stream_options");
     element u;
     if (v["include_usage"].get(u) == simdjson::SUCCESS) {
@@ -269,8 +335,8 @@ std::optional<error> parse_document(std::string& body, object& doc, router::chat
   if (root.type() != element_type::OBJECT) {
     return bad("The request body must be a JSON object, got " + std::string(type_name(root.type())) + ".");
   }
+  if (auto e = duplicate_key_check().run(root)) return e;
   doc = object(root);
-  if (auto e = check_duplicates(doc, "the request body")) return e;
   element model;
   if (doc["model"].get(model) != simdjson::SUCCESS) return bad("Missing required parameter: 'model'.", "model");
   if (model.type() != element_type::STRING) return wrong_type("model", "string", model);

@@ -10,5 +10,6 @@ int run_train_router(int argc, char** argv);  // train-router --data FILE.jsonl 
 int run_eval_router(int argc, char** argv);   // eval-router --model MODEL --data FILE.jsonl
 int run_train_cascade(int argc, char** argv); // train-cascade --data FILE.jsonl --labels a,b --out MODEL
 int run_eval_cascade(int argc, char** argv);  // eval-cascade --model MODEL --data FILE.jsonl
+int run_distill(int argc, char** argv);       // distill --log FILE --route NAME --out MODEL
 
 }  // namespace sluice::gateway

@@ -27,8 +27,11 @@ namespace json = boost::json;
 
 using cli::arg_parser;
 using cli::fail;
+using cli::for_each_line;
+using cli::json_id;
 using cli::json_number;
 using cli::number_option;
+using cli::parse_object;
 
 // ---- rows ------------------------------------------------------------------------------------------------
 
@@ -36,47 +39,6 @@ struct labelled_rows {
   std::vector<rt::answer_signals> rows;
   std::vector<double> labels;  // (rows) 1 = the local answer was good enough
 };
-
-// Calls f(line_number, line) for each non-blank line of a (possibly gzipped) file; stops at the first false.
-template <class F>
-bool for_each_line(const std::string& path, std::string& error, F&& f) {
-  rt::result<std::string> text = rt::read_file_maybe_gzip(path);
-  if (!text) {
-    error = text.error().message;
-    return false;
-  }
-  std::string_view rest = *text;
-  for (size_t line_no = 1; !rest.empty(); ++line_no) {
-    const size_t nl = rest.find('\n');
-    std::string_view line = rest.substr(0, nl);
-    rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
-    if (!f(line_no, line)) return false;
-  }
-  return true;
-}
-
-bool parse_object(std::string_view line, const std::string& where, json::object& out, std::string& error) {
-  boost::system::error_code ec;
-  json::value v = json::parse(line, ec);
-  if (ec || !v.is_object()) {
-    error = where + "not a JSON object" + (ec ? " (" + ec.message() + ")" : "");
-    return false;
-  }
-  out = std::move(v.get_object());
-  return true;
-}
-
-// A request id as text: JSON strings as they are, integers printed.
-std::optional<std::string> json_id(const json::object& o) {
-  const json::value* v = o.if_contains("id");
-  if (v == nullptr) return std::nullopt;
-  if (v->is_string()) return std::string(v->get_string());
-  if (v->is_int64()) return std::to_string(v->get_int64());
-  if (v->is_uint64()) return std::to_string(v->get_uint64());
-  return std::nullopt;
-}
 
 // The signal fields of a row or decision-log entry. `has_text` is false when query or answer is absent (the caller
 // decides whether that is an error); malformed fields are errors.
@@ -252,7 +214,20 @@ bool load_decision_logs(const arg_parser& args, labelled_rows& out, std::string&
       json::object o;
       rt::answer_signals s;
       bool has_text = false;
-      if (!parse_object(line, where, o, error) || !parse_signals(o, where, s, has_text, error)) return false;
+      if (!parse_object(line, where, o, error)) return false;
+      if (const json::value* t = o.if_contains("type"); t && t->is_string() && t->get_string() == "feedback") {
+        return true;  // feedback lines carry outcomes for `sluice distill`, not signals
+      }
+      // A route that does not log text writes its signals without token texts: nothing to train on, skip it
+      // before reading the signals strictly.
+      const json::value* q = o.if_contains("query");
+      const json::value* a = o.if_contains("answer");
+      if (!(q && q->is_string() && a && a->is_string())) {
+        ++entries;
+        ++no_text;
+        return true;
+      }
+      if (!parse_signals(o, where, s, has_text, error)) return false;
       ++entries;
       const std::optional<std::string> id = json_id(o);
       if (!id) {

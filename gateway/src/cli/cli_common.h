@@ -1,5 +1,5 @@
-// Pieces the offline subcommands share (train-router, eval-router, train-cascade, eval-cascade): the flag parser,
-// number options, the error exit, numbers out of JSON. What must not go in here: any one command's options or data.
+// Pieces the offline subcommands share (train-router, eval-router, train-cascade, eval-cascade, distill): the flag
+// parser, number options, the error exit, JSON lines files, numbers and ids out of JSON. What must not go in here: any one command's options or data.
 #pragma once
 
 #include <boost/json.hpp>
@@ -7,9 +7,13 @@
 #include <charconv>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "sluice/router/train.h"
 
 namespace sluice::gateway::cli {
 
@@ -105,6 +109,49 @@ inline bool json_number(const boost::json::value& v, double& out) {
   else if (v.is_double()) out = v.get_double();
   else return false;
   return true;
+}
+
+// Calls f(line_number, line) for each non-blank line of a (possibly gzipped) file; stops at the first false.
+template <class F>
+bool for_each_line(const std::string& path, std::string& error, F&& f) {
+  router::result<std::string> text = router::read_file_maybe_gzip(path);
+  if (!text) {
+    error = text.error().message;
+    return false;
+  }
+  std::string_view rest = *text;
+  for (size_t line_no = 1; !rest.empty(); ++line_no) {
+    const size_t nl = rest.find('\n');
+    std::string_view line = rest.substr(0, nl);
+    rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
+    if (!f(line_no, line)) return false;
+  }
+  return true;
+}
+
+// One JSON object from a line; `where` ("FILE:LINE: ") prefixes the error.
+inline bool parse_object(std::string_view line, const std::string& where, boost::json::object& out,
+                         std::string& error) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(line, ec);
+  if (ec || !v.is_object()) {
+    error = where + "not a JSON object" + (ec ? " (" + ec.message() + ")" : "");
+    return false;
+  }
+  out = std::move(v.get_object());
+  return true;
+}
+
+// A request id as text: JSON strings as they are, integers printed.
+inline std::optional<std::string> json_id(const boost::json::object& o) {
+  const boost::json::value* v = o.if_contains("id");
+  if (v == nullptr) return std::nullopt;
+  if (v->is_string()) return std::string(v->get_string());
+  if (v->is_int64()) return std::to_string(v->get_int64());
+  if (v->is_uint64()) return std::to_string(v->get_uint64());
+  return std::nullopt;
 }
 
 }  // namespace sluice::gateway::cli

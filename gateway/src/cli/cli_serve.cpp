@@ -17,6 +17,7 @@
 #include "ops/gateway_metrics.h"
 #include "http/http_session.h"
 #include "local/local_backend.h"
+#include "local/task_backend.h"
 #include "http/asio_timers.h"
 #include "http/shutdown.h"
 #include "upstream/upstream_openai.h"
@@ -161,8 +162,10 @@ int run_serve(int argc, char** argv) {
   asio::io_context ioc(threads);
 
   router::backend_map backends;
+  auto metrics = std::make_shared<gateway_metrics>(policy->model_names(), policy->route_names());
   upstream_options uopts;
-  uopts.timeout = policy->server.request_timeout;
+  uopts.timeout = policy->server.request_timeout;  // per attempt, unless the model sets timeout_ms
+  uopts.metrics = metrics;                         // upstream clients count their failures by reason
   for (const auto& m : policy->models) {
     if (m.kind == policies::model_kind::openai) {
       auto b = make_openai_backend(ioc, m, uopts);
@@ -179,6 +182,13 @@ int run_serve(int argc, char** argv) {
         return 1;
       }
       backends[m.name] = *b;
+    } else if (m.kind == policies::model_kind::task) {
+      auto b = make_task_backend(m);
+      if (!b) {
+        std::fprintf(stderr, "sluice: model '%s': %s\n", m.name.c_str(), b.error().message.c_str());
+        return 1;
+      }
+      backends[m.name] = *b;
     } else {
       std::fprintf(stderr, "sluice: warning: model '%s' has kind anthropic, which this build does not serve yet\n",
                    m.name.c_str());
@@ -187,7 +197,7 @@ int run_serve(int argc, char** argv) {
 
   auto state = std::make_shared<server_state>();
   state->policy = policy;
-  state->metrics = std::make_shared<gateway_metrics>(policy->model_names(), policy->route_names());
+  state->metrics = std::move(metrics);
   std::vector<std::shared_ptr<router::backend>> all_backends;
   for (const auto& [name, b] : backends) all_backends.push_back(b);
   auto routed = router::router::create(policy, std::move(backends), make_asio_timers(ioc));
@@ -203,6 +213,7 @@ int run_serve(int argc, char** argv) {
       return 1;
     }
     state->decisions = std::move(*log);
+    state->routed = std::make_shared<request_index>(1'000'000);
   }
 
   auto acceptor = std::make_shared<tcp::acceptor>(ioc);

@@ -26,6 +26,7 @@ namespace {
 
 constexpr auto tok = asio::as_tuple(asio::use_awaitable);
 constexpr std::chrono::seconds write_timeout{30};
+constexpr size_t header_limit = 32 * 1024;  // bytes of a request head (431 above)
 
 const char* reason(int status) { return http::obsolete_reason(static_cast<http::status>(status)).data(); }
 
@@ -37,20 +38,43 @@ std::string trim_lower(std::string_view s) {
   return out;
 }
 
+// How many bytes of `bytes` the request head spans, through its blank line; 0 while it is incomplete. A bare LF
+// (which Beast rejects) or more than header_limit bytes end the wait too, with the whole buffer: Beast answers.
+size_t head_span(std::string_view bytes) {
+  if (const size_t end = bytes.find("\r\n\r\n"); end != std::string_view::npos) return end + 4;
+  for (size_t i = bytes.find('\n'); i != std::string_view::npos; i = bytes.find('\n', i + 1)) {
+    if (i == 0 || bytes[i - 1] != '\r') return bytes.size();
+  }
+  return bytes.size() > header_limit ? bytes.size() : 0;
+}
+
+// obs-fold (RFC 9112 5.2): a header line that starts with a space or tab continues the previous one. Beast 1.81
+// joins such lines before the gateway sees the fields (`Content-Length:\r\n 58` arrives as "58"), so only the
+// raw head shows them. Rejected, as nginx does: parsers that disagree on a fold disagree on the framing.
+bool has_obs_fold(std::string_view head) {
+  return head.find("\r\n ") != std::string_view::npos || head.find("\r\n\t") != std::string_view::npos;
+}
+
 // Framing rules Beast 1.81 does not enforce (PITFALLS.md "Request smuggling"). Empty = acceptable.
 std::string framing_problem(const http::request<http::string_body>& req) {
   size_t n_te = 0, n_cl = 0;
   std::string te;
+  std::string_view cl;
   for (const auto& f : req) {
     if (f.name() == http::field::transfer_encoding) {
       ++n_te;
       te = trim_lower(f.value());
     } else if (f.name() == http::field::content_length) {
       ++n_cl;
+      cl = f.value();
     }
   }
   if (n_te > 0 && n_cl > 0) return "both Content-Length and Transfer-Encoding are present";
   if (n_cl > 1) return "repeated Content-Length header";
+  // Beast accepts a list of equal lengths ("58, 58"); a proxy in front may frame by another element of it.
+  if (n_cl == 1 && (cl.empty() || cl.find_first_not_of("0123456789") != std::string_view::npos)) {
+    return "Content-Length must be a single decimal number";
+  }
   if (n_te > 1) return "repeated Transfer-Encoding header";
   if (n_te == 1 && te != "chunked") return "unsupported Transfer-Encoding (only 'chunked' is accepted)";
   if (n_te == 1 && req.version() < 11) return "Transfer-Encoding is not allowed in HTTP/1.0";
@@ -92,7 +116,14 @@ awaitable<bool> http_session::send(int status, std::string body, std::string_vie
   res.body() = std::move(body);
   res.prepare_payload();
   stream_.expires_after(write_timeout);
-  auto [ec, n] = co_await http::async_write(stream_, res, tok);
+  beast::error_code ec;
+  if (request_.method() == http::verb::head) {
+    // GET's head, Content-Length included, and no body (RFC 9110 9.3.2).
+    http::response<http::empty_body> head_only{std::move(res.base())};
+    std::tie(ec, std::ignore) = co_await http::async_write(stream_, head_only, tok);
+  } else {
+    std::tie(ec, std::ignore) = co_await http::async_write(stream_, res, tok);
+  }
   stream_.expires_never();
   co_return !ec && keep_alive_;
 }
@@ -168,6 +199,12 @@ void http_session::arm_watch(uint64_t epoch, std::weak_ptr<event_queue> q) {
 
 awaitable<void> http_session::reply_and_close(int status, std::string_view message) {
   keep_alive_ = false;
+  if (state_->metrics) {  // refused before any endpoint saw it: no model
+    request_record r;
+    r.http_status = status;
+    r.duration_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - received_at_).count();
+    state_->metrics->record_request(r);
+  }
   std::string body = "{\"error\":{\"message\":";
   append_json_string(body, message);
   body += ",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
@@ -222,10 +259,28 @@ awaitable<void> http_session::serve() {
       buffer_.commit(n);
     }
     phase_ = phase::receiving;
+    received_at_ = std::chrono::steady_clock::now();
     http::request_parser<http::string_body> parser;
-    parser.header_limit(32 * 1024);
+    parser.header_limit(header_limit);
     parser.body_limit(cfg.max_body_bytes);
     stream_.expires_after(cfg.header_timeout);
+    // The whole head is buffered before Beast parses it, so that its raw bytes can be checked.
+    for (;;) {
+      const std::string_view bytes(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+      const size_t span = head_span(bytes);
+      if (span > 0 && bytes.substr(0, span).ends_with("\r\n\r\n") && has_obs_fold(bytes.substr(0, span))) {
+        co_await reply_and_close(400, "Bad request framing: obsolete line folding (a header line starting with "
+                                      "a space or tab) is not accepted.");
+        co_return;
+      }
+      if (span > 0) break;
+      auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(8192), tok);
+      if (ec) {
+        if (cut_) co_await reply_and_close(503, shutting_down);
+        co_return;  // timed out, closed or reset: nobody to answer
+      }
+      buffer_.commit(n);
+    }
     auto [hec, hn] = co_await http::async_read_header(stream_, buffer_, parser, tok);
     if (hec) {
       if (cut_) co_await reply_and_close(503, shutting_down);

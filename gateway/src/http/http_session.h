@@ -10,6 +10,7 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/message.hpp>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -76,6 +77,7 @@ class http_session : public std::enable_shared_from_this<http_session> {
   boost::beast::flat_buffer buffer_;
   std::shared_ptr<server_state> state_;
   phase phase_ = phase::idle;
+  std::chrono::steady_clock::time_point received_at_;  // the first byte of the request being received
   bool cut_ = false;                  // the server cut this connection (see cut())
   std::weak_ptr<event_queue> watched_;  // the request being served, while watch_client is on
   boost::beast::http::request<boost::beast::http::string_body> request_;

@@ -12,8 +12,8 @@
 namespace sluice::gateway {
 
 namespace {
-
 constexpr size_t max_queued_bytes = 16u << 20;  // past this the disk is not keeping up: drop, count
+}  // namespace
 
 std::string utc_now_iso8601() {
   const auto now = std::chrono::system_clock::now();
@@ -26,6 +26,8 @@ std::string utc_now_iso8601() {
                 tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
   return buf;
 }
+
+namespace {
 
 void key(std::string& out, std::string_view k) {
   if (out.size() > 1) out += ',';
@@ -89,6 +91,8 @@ std::string decision_log_line(const router::route_decision& d, const decision_co
     if (i) out += ',';
     out += "{\"tier\":";
     append_json_string(out, a.tier);
+    out += ",\"kind\":";
+    append_json_string(out, a.kind);
     out += ",\"outcome\":";
     append_json_string(out, router::to_string(a.outcome));
     out += ",\"tokens_input\":" + std::to_string(a.usage_.tokens_input);
@@ -98,6 +102,10 @@ std::string decision_log_line(const router::route_decision& d, const decision_co
     append_json_number(out, a.cost_usd);
     out += ",\"seconds\":";
     append_json_number(out, a.seconds);
+    if (a.score) {
+      out += ",\"score\":";
+      number_or_null(out, *a.score);
+    }
     out += '}';
     total.tokens_input += a.usage_.tokens_input;
     total.tokens_output += a.usage_.tokens_output;
@@ -116,6 +124,31 @@ std::string decision_log_line(const router::route_decision& d, const decision_co
   optional_number(out, "ttft_s", ctx.ttft_s);
   key(out, "routing_us");
   append_json_number(out, d.routing_seconds * 1e6);
+  if (d.shadow) {
+    const router::shadow_record& sh = *d.shadow;
+    key(out, "shadow");
+    out += "{\"tier\":";
+    append_json_string(out, sh.tier);
+    if (d.log_text) {
+      out += ",\"answer\":";
+      append_json_string(out, sh.answer);
+    }
+    out += ",\"confidence\":";
+    number_or_null(out, sh.confidence);
+    out += std::string(",\"would_answer\":") + (sh.would_answer ? "true" : "false");
+    out += std::string(",\"agrees\":") + (sh.agrees ? "true" : "false");
+    out += ",\"cost_usd\":";
+    append_json_number(out, sh.cost_usd);
+    out += '}';
+  }
+  if (d.log_text) {
+    key(out, "query");
+    append_json_string(out, d.query);
+    if (!d.tier.empty()) {
+      key(out, "response");
+      append_json_string(out, ctx.response);
+    }
+  }
   if (d.signals) {
     // The acceptance model's inputs: numbers always, text only where the route allows it.
     const router::answer_signals& s = *d.signals;
@@ -141,8 +174,6 @@ std::string decision_log_line(const router::route_decision& d, const decision_co
     }
     out += ']';
     if (d.log_text) {
-      key(out, "query");
-      append_json_string(out, s.query);
       key(out, "answer");
       append_json_string(out, s.answer);
     }

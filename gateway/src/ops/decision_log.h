@@ -30,7 +30,11 @@ struct decision_context {
   int http_status = 200;
   double latency_s = 0.0;
   std::optional<double> ttft_s;
+  std::string_view response;  // the answer text served to the client (logged only with log_text)
 };
+
+// UTC now as 2026-12-01T23:59:59.123Z (the decision log's `time`).
+std::string utc_now_iso8601();
 
 // The JSON line (without the newline) for one routed request; documented in docs/cascade.md.
 std::string decision_log_line(const router::route_decision& d, const decision_context& ctx);

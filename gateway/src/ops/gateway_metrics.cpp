@@ -110,6 +110,18 @@ gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::
       decision_log_lines_total(registry_.add_counter(
           "sluice_decision_log_lines_total", "Decision log lines, by result: queued for the writer, or dropped (the disk fell behind).",
           {"result"})),
+      feedback_total(registry_.add_counter(
+          "sluice_feedback_total", "POST /v1/feedback calls, by result.", {"result"})),
+      route_shadow_total(registry_.add_counter(
+          "sluice_route_shadow_total",
+          "Requests a route's shadow tier also answered, by whether it was confident enough to serve and whether "
+          "its answer agreed with the one served.",
+          {"route", "would_answer", "agrees"})),
+      route_shadow_would_save_usd_total(registry_.add_counter(
+          "sluice_route_shadow_would_save_usd_total",
+          "What the route would have saved had its shadow tier served the requests it was confident about, in US "
+          "dollars (the served cost minus the shadow's).",
+          {"route"})),
       build_info(registry_.add_gauge("sluice_build_info", "Always 1; the version label says which build runs.",
                                      {"version"})),
       connections_open(registry_.add_gauge("sluice_connections_open", "Client connections currently open.")
@@ -173,7 +185,7 @@ void gateway_metrics::record_request(const request_record& r) {
   if (r.baseline_cost_usd) baseline_cost_usd_total.with({model}).inc(*r.baseline_cost_usd);
 }
 
-void gateway_metrics::record_route(const router::route_decision& d, double, std::optional<double> ttft_s) {
+void gateway_metrics::record_route(const router::route_decision& d, std::optional<double> ttft_s) {
   for (const router::attempt_record& a : d.attempts) {
     const std::string model = model_label(a.tier);
     const router::usage& u = a.usage_;
@@ -198,6 +210,13 @@ void gateway_metrics::record_route(const router::route_decision& d, double, std:
   }
   if (d.acceptance_score) route_acceptance_score.with({route}).observe(*d.acceptance_score);
   route_decision_seconds.with({route}).observe(d.routing_seconds);
+  if (d.shadow) {
+    route_shadow_total.with({route, d.shadow->would_answer ? "true" : "false", d.shadow->agrees ? "true" : "false"}).inc();
+    // A counter only grows: a shadow dearer than the route saves nothing (0), it does not count as a loss.
+    if (d.shadow->would_answer) {
+      route_shadow_would_save_usd_total.with({route}).inc(std::max(0.0, d.cost_usd - d.shadow->cost_usd));
+    }
+  }
   if (ttft_s) route_time_to_first_token_seconds.with({route, escalated}).observe(*ttft_s);
 }
 

@@ -40,16 +40,17 @@ struct request_record {
   bool count_usage = true;
 };
 
-// Why an upstream attempt failed. A fixed set so the `reason` label stays bounded.
+// Why an upstream attempt failed, as the upstream client saw it (docs/metrics.md has the full definitions). A
+// fixed set so the `reason` label stays bounded.
 enum class upstream_error_reason {
-  connect,       // DNS failure, refused, unreachable
+  connect,       // DNS failure, refused, unreachable, or lost before any byte of an answer
   tls,           // handshake or certificate failure
-  timeout,       // no (complete) answer within the deadline
+  timeout,       // no (complete) answer within the deadline, a stall mid-stream, or the request's deadline
   http_status,   // a non-2xx status other than the ones below
   auth,          // 401/403: our credentials were rejected
   rate_limited,  // 429
   protocol,      // malformed response, bad framing, invalid JSON
-  stream_cut,    // the connection dropped after the response started
+  stream_cut,    // the answer broke off after its head: dropped, no [DONE], or an in-band error event
   other,
 };
 const char* to_string(upstream_error_reason r);
@@ -73,7 +74,7 @@ class gateway_metrics {
   void record_upstream_error(std::string_view model, upstream_error_reason reason);
   // A routed request, once it is over: every attempt's tokens and cost (rejected ones included) by model, and
   // the route's own families. `ttft_s` as in request_record.
-  void record_route(const router::route_decision& d, double duration_s, std::optional<double> ttft_s);
+  void record_route(const router::route_decision& d, std::optional<double> ttft_s);
   void connection_opened() { connections_open.inc(); }
   void connection_closed() { connections_open.dec(); }
 
@@ -102,6 +103,9 @@ class gateway_metrics {
   histogram_family& route_decision_seconds;    // {route}
   histogram_family& route_time_to_first_token_seconds;  // {route, escalated}
   counter_family& decision_log_lines_total;    // {result}: queued | dropped
+  counter_family& feedback_total;              // {result}: recorded | unknown_request | duplicate | invalid | dropped
+  counter_family& route_shadow_total;          // {route, would_answer, agrees}
+  counter_family& route_shadow_would_save_usd_total;  // {route}
   gauge_family& build_info;                  // {version}, always 1
   gauge& connections_open;
   gauge& requests_in_flight;

@@ -19,6 +19,7 @@
 #include <mutex>
 
 #include "api/openai_codec.h"
+#include "ops/gateway_metrics.h"
 
 namespace sluice::gateway {
 
@@ -86,6 +87,49 @@ std::string upstream_error_message(std::string_view body) {
   return {};
 }
 
+// What a failed connection attempt (resolve, connect, TLS handshake) counts as.
+upstream_error_reason connect_failure_reason(const beast::error_code& ec) {
+  if (ec == beast::error::timeout) return upstream_error_reason::timeout;
+  if (ec.category() == asio::error::get_ssl_category() || ec.category() == ssl::error::get_stream_category()) {
+    return upstream_error_reason::tls;
+  }
+  return upstream_error_reason::connect;
+}
+
+bool is_http_error(const beast::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_version).category();
+}
+
+// What a failure before the response head counts as: a connection lost before any answer is as good as
+// unreachable; a head Beast cannot parse is garbage.
+upstream_error_reason head_failure_reason(const beast::error_code& ec, bool got_some) {
+  if (ec == beast::error::timeout) return upstream_error_reason::timeout;
+  if (ec == http::error::end_of_stream) return upstream_error_reason::connect;  // closed without a byte
+  if (ec == http::error::partial_message) return upstream_error_reason::stream_cut;
+  if (is_http_error(ec)) return upstream_error_reason::protocol;
+  return got_some ? upstream_error_reason::stream_cut : upstream_error_reason::connect;
+}
+
+// ... and after the head: the connection dropped, or the body's framing (chunk sizes, limits) is garbage.
+upstream_error_reason body_failure_reason(const beast::error_code& ec) {
+  if (ec == beast::error::timeout) return upstream_error_reason::timeout;
+  if (is_http_error(ec) && ec != http::error::partial_message) return upstream_error_reason::protocol;
+  return upstream_error_reason::stream_cut;
+}
+
+upstream_error_reason status_reason(int status) {
+  if (status == 401 || status == 403) return upstream_error_reason::auth;
+  if (status == 429) return upstream_error_reason::rate_limited;
+  return upstream_error_reason::http_status;
+}
+
+// An upstream header value relayed to our client only if it has the expected shape (never raw bytes from
+// upstream in our head): Retry-After is delta-seconds or an HTTP-date, retry-after-ms a number.
+std::string checked_header(std::string_view v, std::string_view allowed, size_t max_len) {
+  if (v.empty() || v.size() > max_len || v.find_first_not_of(allowed) != std::string_view::npos) return {};
+  return std::string(v);
+}
+
 error status_error(int status, std::string_view body, const std::string& model) {
   if (status == 401 || status == 403) {
     // Never relay an upstream auth error body: it can echo a fragment of the key (PITFALLS.md "Secrets").
@@ -120,6 +164,7 @@ class upstream_call final : public router::generation, public std::enable_shared
     cancelled_ = true;
     asio::post(strand_, [self = shared_from_this()] {
       if (self->conn_) self->conn_->lowest().cancel();
+      self->room_bell_.cancel();
     });
   }
 
@@ -130,7 +175,9 @@ class upstream_call final : public router::generation, public std::enable_shared
   awaitable<beast::error_code> connect(clock::time_point deadline);
   awaitable<void> read_whole(http::response_parser<http::buffer_body>& parser, clock::time_point deadline);
   awaitable<void> read_stream(http::response_parser<http::buffer_body>& parser);
+  awaitable<void> wait_for_room();
   void finish(router::result<router::completion> r);
+  void fail(upstream_error_reason why, error e);  // counts the failure, then finish()
   bool handle_sse_event(std::string_view event, bool& saw_done);
 
   std::shared_ptr<openai_backend> backend_;
@@ -144,6 +191,10 @@ class upstream_call final : public router::generation, public std::enable_shared
   bool done_ = false;
   router::completion acc_;  // accumulated while streaming
   std::optional<error> stream_error_;
+  upstream_error_reason stream_error_reason_ = upstream_error_reason::other;
+  // Back-pressure: set when the sink has room again (see wait_for_room); the bell wakes the wait.
+  bool room_ = true;
+  asio::steady_timer room_bell_{strand_, asio::steady_timer::time_point::max()};
 };
 
 class openai_backend final : public router::backend, public std::enable_shared_from_this<openai_backend> {
@@ -206,6 +257,31 @@ void upstream_call::finish(router::result<router::completion> r) {
   sink_->on_done(std::move(r));
 }
 
+void upstream_call::fail(upstream_error_reason why, error e) {
+  // A cancelled call did not fail: whoever cancelled it knows why.
+  if (auto* m = backend_->opts_.metrics.get(); m && !done_ && !cancelled_) m->record_upstream_error(model_name_, why);
+  finish(std::move(e));
+}
+
+awaitable<void> upstream_call::wait_for_room() {
+  room_ = false;
+  // The sink keeps `resume` while it is full: it must not keep this call alive (generation_sink::when_ready).
+  std::weak_ptr<upstream_call> weak = weak_from_this();
+  auto resume = [weak] {
+    auto self = weak.lock();
+    if (!self) return;
+    asio::post(self->strand_, [self] {
+      self->room_ = true;
+      self->room_bell_.cancel();
+    });
+  };
+  sink_->when_ready(std::move(resume));
+  while (!room_ && !cancelled_) {
+    room_bell_.expires_at(asio::steady_timer::time_point::max());
+    co_await room_bell_.async_wait(tok);
+  }
+}
+
 awaitable<beast::error_code> upstream_call::connect(clock::time_point deadline) {
   const policies::endpoint& url = backend_->url_;
   tcp::resolver resolver(strand_);
@@ -258,11 +334,13 @@ awaitable<void> upstream_call::run() {
       if (ec) {
         conn_.reset();
         if (ec == beast::error::timeout) {
-          co_return finish(error{errc::upstream_timeout,
-                                 "Timed out connecting to the upstream for model '" + model_name_ + "'."});
+          co_return fail(upstream_error_reason::timeout,
+                         error{errc::upstream_timeout,
+                               "Timed out connecting to the upstream for model '" + model_name_ + "'."});
         }
-        co_return finish(error{errc::upstream_error, "Could not connect to the upstream for model '" + model_name_ +
-                                                         "': " + ec.message() + "."});
+        co_return fail(connect_failure_reason(ec),
+                       error{errc::upstream_error, "Could not connect to the upstream for model '" + model_name_ +
+                                                       "': " + ec.message() + "."});
       }
     }
     conn_->lowest().expires_at(deadline);
@@ -280,12 +358,14 @@ awaitable<void> upstream_call::run() {
       if (reused && !cancelled_ && rec != beast::error::timeout && !parser.got_some()) continue;
       if (cancelled_) co_return finish(error{errc::cancelled, "cancelled"});
       if (rec == beast::error::timeout) {
-        co_return finish(error{errc::upstream_timeout, "The upstream for model '" + model_name_ +
-                                                           "' did not answer within " +
-                                                           std::to_string(timeout.count()) + " ms."});
+        co_return fail(upstream_error_reason::timeout,
+                       error{errc::upstream_timeout, "The upstream for model '" + model_name_ +
+                                                         "' did not answer within " + std::to_string(timeout.count()) +
+                                                         " ms."});
       }
-      co_return finish(error{errc::upstream_error, "The connection to the upstream for model '" + model_name_ +
-                                                       "' failed: " + rec.message() + "."});
+      co_return fail(head_failure_reason(rec, parser.got_some()),
+                     error{errc::upstream_error, "The connection to the upstream for model '" + model_name_ +
+                                                     "' failed: " + rec.message() + "."});
     }
     const int status = parser.get().result_int();
     if (status != 200 || !req_->stream) {
@@ -293,12 +373,19 @@ awaitable<void> upstream_call::run() {
       co_await read_whole(parser, deadline);
       if (done_) co_return;
       if (status != 200) {
-        co_return finish(status_error(status, acc_.raw, model_name_));
+        error e = status_error(status, acc_.raw, model_name_);
+        if (status == 429) {  // how long the upstream asks callers to wait: the client should know too
+          e.retry_after = checked_header(parser.get()[http::field::retry_after],
+                                         "0123456789 ,:ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 64);
+          e.retry_after_ms = checked_header(parser.get()["retry-after-ms"], "0123456789.", 16);
+        }
+        co_return fail(status_reason(status), std::move(e));
       }
       router::completion c;
       if (!parse_openai_chat_response(acc_.raw, c)) {
-        co_return finish(error{errc::upstream_error,
-                               "The upstream for model '" + model_name_ + "' returned a malformed response."});
+        co_return fail(upstream_error_reason::protocol,
+                       error{errc::upstream_error,
+                             "The upstream for model '" + model_name_ + "' returned a malformed response."});
       }
       c.raw = std::move(acc_.raw);
       if (parser.keep_alive()) backend_->give_back(std::move(conn_));
@@ -326,10 +413,12 @@ awaitable<void> upstream_call::read_whole(http::response_parser<http::buffer_bod
       conn_.reset();
       if (cancelled_) { finish(error{errc::cancelled, "cancelled"}); co_return; }
       if (ec == beast::error::timeout) {
-        finish(error{errc::upstream_timeout, "The upstream for model '" + model_name_ + "' timed out."});
+        fail(upstream_error_reason::timeout,
+             error{errc::upstream_timeout, "The upstream for model '" + model_name_ + "' timed out."});
       } else {
-        finish(error{errc::upstream_error, "The upstream for model '" + model_name_ +
-                                               "' dropped the connection: " + ec.message() + "."});
+        fail(body_failure_reason(ec), error{errc::upstream_error, "The upstream for model '" + model_name_ +
+                                                                      "' dropped the connection: " + ec.message() +
+                                                                      "."});
       }
       co_return;
     }
@@ -362,10 +451,12 @@ bool upstream_call::handle_sse_event(std::string_view event, bool& saw_done) {
   bool usage_only = false;
   if (!parse_openai_chat_chunk(data, c, usage_only)) {
     stream_error_ = error{errc::upstream_error, "The upstream for model '" + model_name_ + "' sent a malformed stream event."};
+    stream_error_reason_ = upstream_error_reason::protocol;
     return false;
   }
   if (data.find("\"error\"") != std::string::npos && data.find("\"choices\"") == std::string::npos) {
     stream_error_ = error{errc::upstream_error, "The upstream for model '" + model_name_ + "' reported an error mid-stream."};
+    stream_error_reason_ = upstream_error_reason::stream_cut;
     return false;
   }
   c.usage_only = usage_only;
@@ -384,6 +475,16 @@ awaitable<void> upstream_call::read_stream(http::response_parser<http::buffer_bo
   bool saw_done = false;
   constexpr size_t chunk_bytes = 16384;  // read straight into `pending`, not into the coroutine frame
   while (!parser.is_done()) {
+    if (!room_) {
+      // The client reads slower than the upstream writes: stop reading until it catches up, so that the
+      // upstream (and TCP) hold the difference, not this process. The stall timeout does not run meanwhile.
+      co_await wait_for_room();
+      if (cancelled_) {
+        conn_.reset();
+        finish(error{errc::cancelled, "cancelled"});
+        co_return;
+      }
+    }
     const size_t old = pending.size();
     pending.resize(old + chunk_bytes);
     parser.get().body().data = pending.data() + old;
@@ -394,6 +495,7 @@ awaitable<void> upstream_call::read_stream(http::response_parser<http::buffer_bo
     pending.resize(old + chunk_bytes - parser.get().body().size);
     // Events end at a blank line ("\n\n" or "\r\n\r\n").
     size_t start = 0;
+    bool relayed = false;
     for (;;) {
       size_t end = pending.find("\n\n", start);
       size_t crlf = pending.find("\r\n\r\n", start);
@@ -402,25 +504,30 @@ awaitable<void> upstream_call::read_stream(http::response_parser<http::buffer_bo
       if (end == std::string::npos) break;
       if (!handle_sse_event(std::string_view(pending).substr(start, end - start), saw_done)) {
         conn_.reset();
-        finish(*stream_error_);
+        fail(stream_error_reason_, *stream_error_);
         co_return;
       }
+      relayed = true;
       start = end + sep;
     }
     pending.erase(0, start);
     if (ec) {
       conn_.reset();
       if (cancelled_) { finish(error{errc::cancelled, "cancelled"}); co_return; }
-      finish(error{ec == beast::error::timeout ? errc::upstream_timeout : errc::upstream_error,
-                   "The upstream for model '" + model_name_ + "' " +
-                       (ec == beast::error::timeout ? "stalled mid-stream." : "dropped the connection mid-stream.")});
+      const bool stalled = ec == beast::error::timeout;
+      fail(body_failure_reason(ec),
+           error{stalled ? errc::upstream_timeout : errc::upstream_error,
+                 "The upstream for model '" + model_name_ + "' " +
+                     (stalled ? "stalled mid-stream." : "dropped the connection mid-stream.")});
       co_return;
     }
+    if (relayed) room_ = false;  // ask the sink before reading on (wait_for_room)
   }
   if (!pending.empty()) handle_sse_event(pending, saw_done);
   if (!saw_done) {
     conn_.reset();
-    finish(error{errc::upstream_error, "The upstream for model '" + model_name_ + "' ended the stream early."});
+    fail(upstream_error_reason::stream_cut,
+         error{errc::upstream_error, "The upstream for model '" + model_name_ + "' ended the stream early."});
     co_return;
   }
   if (parser.keep_alive()) backend_->give_back(std::move(conn_));

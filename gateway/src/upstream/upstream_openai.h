@@ -11,10 +11,17 @@
 
 namespace sluice::gateway {
 
+class gateway_metrics;  // ops/gateway_metrics.h
+
 struct upstream_options {
-  std::chrono::milliseconds timeout{600'000};  // per request: to headers, whole body, or between stream reads
+  // Per attempt (the model's timeout_ms, else server.request_timeout_ms): connecting and the response head; a
+  // non-streaming answer in full; each gap between the reads of a stream. The whole request, stream included,
+  // is bounded by the session (server.request_timeout_ms, event_queue::set_deadline), which cancels the call.
+  std::chrono::milliseconds timeout{600'000};
   size_t max_idle_connections = 64;
   size_t max_response_bytes = 64 * 1024 * 1024;  // non-streaming bodies; streams are unlimited (PITFALLS.md)
+  // Failed attempts are counted here by what failed (sluice_upstream_errors_total); null = not counted.
+  std::shared_ptr<gateway_metrics> metrics;
 };
 
 // Creates the backend for one policy model (kind openai). The API key is read from the model's

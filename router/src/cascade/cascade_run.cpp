@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "sluice/router/router.h"
 #include "validators.h"
@@ -25,6 +26,10 @@ class attempt_sink final : public generation_sink {
   void on_done(result<completion> r) override {
     auto run = std::move(run_);  // the backend may keep the sink; it must not keep the run
     if (run) run->post_done(attempt_, std::move(r));
+  }
+  void when_ready(std::function<void()> resume) override {
+    if (run_) run_->post_ready(attempt_, std::move(resume));
+    else resume();
   }
 
  private:
@@ -58,6 +63,7 @@ cascade_run::cascade_run(std::shared_ptr<const compiled_route> route, std::share
       timers_(std::move(timers)) {
   decision_.route = route_->config->name;
   decision_.log_text = route_->config->log_text;
+  if (decision_.log_text) decision_.query = query_text(*req_);
 }
 
 void cascade_run::begin() {
@@ -95,6 +101,18 @@ void cascade_run::cancel() {
 
 void cascade_run::post_chunk(uint64_t attempt, chunk c) {
   queue_.post([self = shared_from_this(), attempt, c = std::move(c)]() mutable { self->on_chunk(attempt, std::move(c)); });
+}
+
+// Flow control, in order with the chunks: a tier streaming through to the client waits for the client's queue;
+// a judged tier's output is buffered here (bounded by local_max_tokens), so it never waits.
+void cascade_run::post_ready(uint64_t attempt, std::function<void()> resume) {
+  queue_.post([self = shared_from_this(), attempt, resume = std::move(resume)]() mutable {
+    if (attempt != self->attempt_ || self->done_ || self->judged(self->tier_)) {
+      resume();
+      return;
+    }
+    self->out_->when_ready(std::move(resume));
+  });
 }
 
 void cascade_run::post_done(uint64_t attempt, result<completion> r) {
@@ -184,7 +202,11 @@ void cascade_run::on_done(uint64_t attempt, result<completion> r) {
   const bool local = model.kind == policies::model_kind::local;
   if (judged(tier_)) {
     if (!r) {
-      escalate(local ? escalation_reason::local_error : escalation_reason::upstream_error, attempt_outcome::failed, used);
+      // A tier that reports its own timeout (a model's timeout_ms) escalates as a timeout, like tier_timeout_ms.
+      const bool timed_out = r.error().code == errc::upstream_timeout;
+      const escalation_reason why = local ? (timed_out ? escalation_reason::local_timeout : escalation_reason::local_error)
+                                          : (timed_out ? escalation_reason::upstream_timeout : escalation_reason::upstream_error);
+      escalate(why, timed_out ? attempt_outcome::timed_out : attempt_outcome::failed, used);
       return;
     }
     judge(std::move(*r));
@@ -231,7 +253,13 @@ void cascade_run::judge(completion c) {
   const policies::model_config& model = *route_->tiers[tier_];
   const std::string failed = failed_validator(*route_, *req_, c);
   bool accepted = failed.empty();
-  if (model.kind == policies::model_kind::local) {
+  std::optional<double> score, threshold;
+  if (c.confidence && c.confidence_threshold) {
+    // A tier that judges itself (a task tier): its confidence against the threshold it was trained for.
+    score = *c.confidence;
+    threshold = *c.confidence_threshold;
+    accepted = accepted && *score >= *threshold;
+  } else if (model.kind == policies::model_kind::local) {
     answer_signals s;
     s.query = query_text(*req_);
     s.answer = c.text;
@@ -241,23 +269,27 @@ void cascade_run::judge(completion c) {
     if (!c.logprobs.empty()) s.first_top_logprobs = c.logprobs.front().top;
     s.pre_score = decision_.pre_score;
     const policies::accept_config& rule = route_->config->accept;
-    if (route_->scorer) {
-      decision_.acceptance_score = route_->scorer->score(s);
-      decision_.threshold = route_->threshold;
-      accepted = accepted && *decision_.acceptance_score >= route_->threshold;
-    } else if (rule.min_mean_logprob) {
+    if (tier_ == route_->scored_tier && route_->scorer) {
+      score = route_->scorer->score(s);
+      threshold = route_->threshold;
+      accepted = accepted && *score >= *threshold;
+    } else if (tier_ == route_->scored_tier && rule.min_mean_logprob) {
       double sum = 0.0;
       for (double lp : s.token_logprobs) sum += lp;
       const double mean = s.token_logprobs.empty() ? -INFINITY : sum / double(s.token_logprobs.size());
-      decision_.acceptance_score = std::exp(mean);  // the geometric mean token probability, in [0, 1]
-      decision_.threshold = std::exp(*rule.min_mean_logprob);
+      score = std::exp(mean);  // the geometric mean token probability, in [0, 1]
+      threshold = std::exp(*rule.min_mean_logprob);
       accepted = accepted && mean >= *rule.min_mean_logprob;
     }
     decision_.signals = std::move(s);
   }
+  if (score && !decision_.acceptance_score) {  // the route-level score is the first judged tier's
+    decision_.acceptance_score = score;
+    decision_.threshold = threshold;
+  }
   decision_.routing_seconds += seconds_between(t0, clock::now());
   if (accepted) {
-    accept(std::move(c));
+    accept(std::move(c), score);
     return;
   }
   const usage used = c.usage_;
@@ -265,15 +297,15 @@ void cascade_run::judge(completion c) {
   rejected_chunks_ = std::move(buffered_);
   rejected_tier_ = model.name;
   if (!failed.empty()) {
-    decision_.validator = failed;
-    escalate(escalation_reason::validator, attempt_outcome::rejected, used);
+    if (decision_.validator.empty()) decision_.validator = failed;
+    escalate(escalation_reason::validator, attempt_outcome::rejected, used, score);
   } else {
-    escalate(escalation_reason::low_confidence, attempt_outcome::rejected, used);
+    escalate(escalation_reason::low_confidence, attempt_outcome::rejected, used, score);
   }
 }
 
-void cascade_run::accept(completion c) {
-  record_attempt(attempt_outcome::served, c.usage_);
+void cascade_run::accept(completion c, std::optional<double> score) {
+  record_attempt(attempt_outcome::served, c.usage_, score);
   decision_.tier = route_->tiers[tier_]->name;
   emit_decision();
   for (chunk& ch : buffered_) out_->on_chunk(for_client(std::move(ch)));
@@ -282,8 +314,9 @@ void cascade_run::accept(completion c) {
   finish(std::move(c));
 }
 
-void cascade_run::escalate(escalation_reason reason, attempt_outcome outcome, const usage& used) {
-  record_attempt(outcome, used);
+void cascade_run::escalate(escalation_reason reason, attempt_outcome outcome, const usage& used,
+                           std::optional<double> score) {
+  record_attempt(outcome, used, score);
   if (!decision_.escalated) {
     decision_.escalated = true;
     decision_.reason = reason;
@@ -307,20 +340,48 @@ void cascade_run::last_tier_failed(error e) {
   finish(std::move(e));
 }
 
-void cascade_run::record_attempt(attempt_outcome outcome, const usage& used) {
+void cascade_run::record_attempt(attempt_outcome outcome, const usage& used, std::optional<double> score) {
   const policies::model_config& model = *route_->tiers[tier_];
   attempt_record a;
   a.tier = model.name;
+  a.kind = policies::to_string(model.kind);
   a.outcome = outcome;
   a.usage_ = used;
   a.cost_usd = cost_usd(used, model.price);
   a.seconds = seconds_between(attempt_started_at_, clock::now());
+  a.score = score;
   decision_.attempts.push_back(std::move(a));
 }
 
 chunk cascade_run::for_client(chunk c) const {
   trim_logprobs(c.logprobs, *req_);
   return c;
+}
+
+// The shadow tier (a task tier: it answers synchronously, in microseconds) on a sample of the route's requests:
+// what it would have answered, whether that agrees with what was served, what it would have cost.
+void cascade_run::run_shadow(const completion& served) {
+  const double sample = route_->config->shadow.sample;
+  if (!route_->shadow_backend || sample <= 0.0) return;
+  const uint64_t h = std::hash<std::string>{}(req_->request_id);
+  if (sample < 1.0 && double(h % 1'000'000) >= sample * 1e6) return;
+  struct capture final : generation_sink {
+    std::optional<result<completion>> done;
+    void on_chunk(chunk) override {}
+    void on_done(result<completion> r) override { done = std::move(r); }
+  };
+  auto sink = std::make_shared<capture>();
+  auto gen = route_->shadow_backend->start(req_, *route_->shadow_model, sink);
+  if (!gen || !sink->done || !sink->done->has_value()) return;  // a shadow that fails is not recorded
+  const completion& c = **sink->done;
+  shadow_record s;
+  s.tier = route_->shadow_model->name;
+  s.answer = c.text;
+  s.confidence = c.confidence.value_or(0.0);
+  s.would_answer = c.confidence && c.confidence_threshold && *c.confidence >= *c.confidence_threshold;
+  s.agrees = normalise_answer(c.text) == normalise_answer(served.text);
+  s.cost_usd = cost_usd(c.usage_, route_->shadow_model->price);
+  decision_.shadow = std::move(s);
 }
 
 void cascade_run::emit_decision() { out_->on_decision(std::make_shared<const route_decision>(decision_)); }
@@ -343,6 +404,7 @@ void cascade_run::finish(result<completion> r) {
     r->served_by = decision_.tier;
     r->cost_usd = decision_.cost_usd;
     r->backend_seconds = backend_seconds_;
+    run_shadow(*r);
   } else {
     decision_.tier.clear();
   }

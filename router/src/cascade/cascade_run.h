@@ -29,6 +29,7 @@ class cascade_run final : public generation, public std::enable_shared_from_this
   // From an attempt's sink (any thread): queued onto the run.
   void post_chunk(uint64_t attempt, chunk c);
   void post_done(uint64_t attempt, result<completion> r);
+  void post_ready(uint64_t attempt, std::function<void()> resume);
 
  private:
   using clock = std::chrono::steady_clock;
@@ -39,13 +40,15 @@ class cascade_run final : public generation, public std::enable_shared_from_this
   void on_tier_timeout(uint64_t attempt);
   void on_route_timeout();
   void judge(completion c);
-  void accept(completion c);
-  void escalate(escalation_reason reason, attempt_outcome outcome, const usage& used);
+  void accept(completion c, std::optional<double> score);
+  void escalate(escalation_reason reason, attempt_outcome outcome, const usage& used,
+                std::optional<double> score = std::nullopt);
   void last_tier_failed(error e);
   void finish(result<completion> r);
 
   bool judged(size_t tier) const { return tier + 1 < route_->tiers.size(); }
-  void record_attempt(attempt_outcome outcome, const usage& used);
+  void record_attempt(attempt_outcome outcome, const usage& used, std::optional<double> score = std::nullopt);
+  void run_shadow(const completion& served);
   void emit_decision();  // a snapshot of decision_ to the client's sink
   chunk for_client(chunk c) const;
   std::shared_ptr<const chat_request> attempt_request(size_t tier) const;

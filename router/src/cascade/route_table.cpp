@@ -32,6 +32,18 @@ result<std::shared_ptr<const compiled_route>> compile_route(
   }
 
   const policies::accept_config& acc = route.accept;
+  r->scored_tier = r->tiers.size();
+  for (size_t i = 0; i + 1 < r->tiers.size(); ++i) {
+    if (r->tiers[i]->kind == policies::model_kind::local) {
+      r->scored_tier = i;
+      break;
+    }
+  }
+  const bool has_rule = !acc.model_path.empty() || acc.min_mean_logprob.has_value();
+  if (has_rule && r->scored_tier == r->tiers.size()) {
+    return fail("'accept.model' and 'accept.min_mean_logprob' judge a local tier's answer by its log-probs; the "
+                "route has no local tier before its last");
+  }
   r->labels.labels.clear();
   for (const std::string& l : acc.labels) r->labels.labels.push_back(normalise_answer(l));
   if (!acc.model_path.empty()) {
@@ -48,15 +60,12 @@ result<std::shared_ptr<const compiled_route>> compile_route(
     r->threshold = acc.threshold.value_or(am.threshold);
     r->top_logprobs = static_cast<int>(am.config.top_logprobs);
     r->wants_logprobs = true;
-    if (r->tiers.front()->kind != policies::model_kind::local) {
-      return fail("an acceptance model judges a local tier's answers (its log-probs); tier '" + r->tiers.front()->name +
-                  "' is not local");
-    }
     // The model judges answers of one local model: refuse it in front of another.
     if (!r->backends.empty()) {
-      if (auto ok = s->check_local_model(r->backends.front()->identity()); !ok) {
-        return fail("the acceptance model " + acc.model_path + ": " + ok.error().message + " (tier '" +
-                    r->tiers.front()->name + "', " + r->tiers.front()->local.gguf_path + ")");
+      const policies::model_config& tier = *r->tiers[r->scored_tier];
+      if (auto ok = s->check_local_model(r->backends[r->scored_tier]->identity()); !ok) {
+        return fail("the acceptance model " + acc.model_path + ": " + ok.error().message + " (tier '" + tier.name +
+                    "', " + tier.local.gguf_path + ")");
       }
     }
     r->scorer = std::make_shared<const acceptance_scorer>(std::move(*s));
@@ -67,6 +76,15 @@ result<std::shared_ptr<const compiled_route>> compile_route(
       r->regex.emplace(acc.regex, std::regex::ECMAScript);
     } catch (const std::regex_error& e) {
       return fail(std::string("accept.regex: ") + e.what());
+    }
+  }
+  if (!route.shadow.tier.empty()) {
+    r->shadow_model = policy.find_model(route.shadow.tier);
+    if (!r->shadow_model) return fail("shadow tier '" + route.shadow.tier + "' is not a model of the policy");
+    if (backends) {
+      auto it = backends->find(route.shadow.tier);
+      if (it == backends->end() || !it->second) return fail("shadow tier '" + route.shadow.tier + "' has no backend");
+      r->shadow_backend = it->second;
     }
   }
   return std::shared_ptr<const compiled_route>(std::move(r));

@@ -28,8 +28,11 @@ struct compiled_route {
   double threshold = 0.5;                            // for scorer
   acceptance_config labels;        // allowed answers (from the route, else the model file); only .labels is used
   std::optional<std::regex> regex;
+  size_t scored_tier = 0;          // the tier the acceptance model or rule judges: the first local one
   int top_logprobs = 0;            // alternatives a judged local attempt must report (the model's feature input)
   bool wants_logprobs = false;     // a judged local attempt reports token log-probs (model or rule needs them)
+  const policies::model_config* shadow_model = nullptr;  // route `shadow` (a task tier), or null
+  std::shared_ptr<backend> shadow_backend;
 };
 
 // Loads and checks what `route` needs. With `backends` null, only files are checked (sluice validate).

@@ -38,7 +38,7 @@ struct server_overrides {
   std::optional<std::chrono::milliseconds> shutdown_grace;
 };
 
-enum class model_kind { openai, anthropic, local };
+enum class model_kind { openai, anthropic, local, task };
 
 // USD per million tokens. cached_input defaults to input when the YAML leaves it out.
 struct price_per_mtok {
@@ -46,6 +46,7 @@ struct price_per_mtok {
   double cached_input_usd = 0.0;
   double cache_write_usd = 0.0;  // Anthropic cache writes; defaults to 1.25 x input for kind anthropic
   double output_usd = 0.0;
+  double request_usd = 0.0;  // per request, on top of the token prices (`cost_per_request`; e.g. a task tier)
 };
 
 // base_url split into its parts at load time, so the upstream client never parses URLs.
@@ -76,6 +77,7 @@ struct model_config {
   std::chrono::milliseconds timeout{0};  // 0 = server.request_timeout
   price_per_mtok price;
   local_model_config local;  // kind == local only
+  std::string task_model_path;  // kind == task only: a task model file (sluice distill), resolved like gguf
   int line = 0;              // where it was defined, for messages
 };
 
@@ -101,6 +103,13 @@ struct accept_config {
   bool json_if_requested = true;          // a request asking for JSON output gets only answers that parse
 };
 
+// A tier run beside a route on a share of its traffic, to measure it before it is promoted into the tiers: its
+// answer is compared with the one served, never sent.
+struct shadow_config {
+  std::string tier;    // a model of kind task; "" = no shadow
+  double sample = 0.0; // share of the route's requests it sees, 0..1
+};
+
 struct route_config {
   std::string name;                // what clients put in "model"
   std::vector<std::string> tiers;  // model names, cheapest first
@@ -112,6 +121,7 @@ struct route_config {
   std::chrono::milliseconds timeout{0};       // the whole request; 0 = server.request_timeout
   escalation_failure on_escalation_failure = escalation_failure::error;
   bool log_text = false;           // the decision log keeps the prompt and answer text
+  shadow_config shadow;
   int line = 0;
 };
 
@@ -159,7 +169,7 @@ std::vector<std::string> missing_api_keys(const policy& p);
 // Names of the local models whose gguf file does not exist (checked at serve/validate time, not at load).
 std::vector<std::string> missing_model_files(const policy& p);
 
-const char* to_string(model_kind k);  // "openai", "anthropic", "local"
+const char* to_string(model_kind k);  // "openai", "anthropic", "local", "task"
 
 // Lets boost::system::result<T, std::vector<load_error>>::value() throw when misused; callers check has_value().
 [[noreturn]] void throw_exception_from_error(const std::vector<load_error>& e, const boost::source_location& loc);

@@ -2,6 +2,7 @@
 // router never knows which. Asynchronous and callback-based so that no Asio or engine type crosses this line.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -25,6 +26,12 @@ class generation_sink {
   virtual void on_chunk(chunk c) = 0;
   // On success the completion aggregates what was streamed (text, usage, finish reason).
   virtual void on_done(result<completion> r) = 0;
+  // Flow control, for producers that can pause (an upstream stream stops reading its socket; the local engine
+  // cannot and never calls it). After on_chunk such a producer calls when_ready and produces more only once
+  // `resume` has run: at once, or later from any thread, when the consumer has caught up. A sink that does not
+  // queue keeps this default; one that wraps another forwards it. `resume` may never run once the consumer has
+  // stopped, so a waiting producer must still honour cancel(), and `resume` must not own the producer.
+  virtual void when_ready(std::function<void()> resume) { resume(); }
 };
 
 // A running generation. cancel() is idempotent and safe from any thread; the sink still gets on_done

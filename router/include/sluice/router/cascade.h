@@ -41,10 +41,22 @@ const char* to_string(attempt_outcome o);
 
 struct attempt_record {
   std::string tier;  // the policy model name
+  std::string kind;  // its kind: openai, anthropic, local, task (the flywheel never learns from a task tier's answers)
   attempt_outcome outcome = attempt_outcome::served;
   usage usage_;      // what the tier reported (zero when it failed before reporting)
   double cost_usd = 0.0;
   double seconds = 0.0;  // from its start to its last callback (or to the timeout)
+  std::optional<double> score;  // the judged answer's acceptance score or confidence
+};
+
+// A shadow tier's answer to a request it did not serve (route `shadow`): measured before promotion.
+struct shadow_record {
+  std::string tier;
+  std::string answer;
+  double confidence = 0.0;
+  bool would_answer = false;  // confident enough that it would have served the request
+  bool agrees = false;        // its answer equals the one served (trimmed, case-folded)
+  double cost_usd = 0.0;      // what it cost (its per-request price)
 };
 
 struct route_decision {
@@ -62,7 +74,9 @@ struct route_decision {
   double baseline_cost_usd = 0.0;  // the baseline model at its prices, for the prompt and the served answer
   double routing_seconds = 0.0;    // pre-score + acceptance features + decision (generation excluded)
   bool log_text = false;           // the route allows the decision log to keep text
-  std::optional<answer_signals> signals;  // the judged answer's signals, when a tier was judged
+  std::string query;               // the request's text (last user message or prompt), only when log_text
+  std::optional<answer_signals> signals;  // the judged local answer's signals
+  std::optional<shadow_record> shadow;
 };
 
 // Runs a callback after a delay unless cancelled first. Callbacks run on some thread of the implementation.

@@ -104,6 +104,10 @@ struct completion {
   usage usage_;
   std::string model;  // the model that produced it: the upstream's model name, or the local model's
   std::string raw;    // the upstream's whole response body, when non-streaming and same-wire
+  // A tier that judges its own answer (a task tier) says how sure it is and from what confidence its answers
+  // may be served; the cascade escalates below it.
+  std::optional<double> confidence;
+  std::optional<double> confidence_threshold;
 
   // Filled by the router, not by backends.
   std::string served_by;        // the policy model name (tier) that produced it

@@ -25,6 +25,8 @@ enum class errc {
   overloaded,           // local engine queue full, shutting down
   cancelled,            // the client went away
   shutting_down,        // the gateway is stopping and cut the request at the end of its drain grace
+  not_found,            // a resource the request names (e.g. the request id of feedback) is not known
+  conflict,             // the request repeats something that may happen once (e.g. feedback for one request)
   not_implemented,      // a feature the chosen tier does not support
   internal,             // a bug: logged loudly
 };
@@ -43,6 +45,11 @@ struct error {
   errc code = errc::internal;
   std::string message;  // safe to show the client: never contains keys or upstream auth bodies
   std::string param;    // the offending request field, when there is one
+  // How long the upstream asked callers to wait before retrying, as it said it (upstream_rate_limited only; empty
+  // when it said nothing). Plain strings the router never interprets; the gateway relays them to the client as
+  // Retry-After (delta-seconds or an HTTP-date) and retry-after-ms.
+  std::string retry_after;
+  std::string retry_after_ms;
 };
 
 template <class T>

@@ -16,7 +16,8 @@
 
 namespace sluice::router {
 
-// USD for `u` at `price` (per million tokens). Uncached input, cache reads and cache writes are priced apart.
+// USD for `u` at `price` (per million tokens). Uncached input, cache reads and cache writes are priced apart;
+// a per-request price is added when the attempt got an answer.
 double cost_usd(const usage& u, const policies::price_per_mtok& price);
 
 using backend_map = std::unordered_map<std::string, std::shared_ptr<backend>>;  // policy model name -> backend
@@ -52,8 +53,8 @@ class router {
   std::shared_ptr<timer_service> timers_;
 };
 
-// For `sluice validate`: loads every file the policy's routes name and checks it, without backends. One
-// message per problem; empty when all is well.
+// For `sluice validate`: loads every file the policy's routes and task models name and checks it, without
+// backends. One message per problem; empty when all is well.
 std::vector<std::string> check_route_files(const policies::policy& policy);
 
 }  // namespace sluice::router
