@@ -17,31 +17,21 @@ namespace sluice::router {
 
 namespace {
 
+using detail::all_finite;
 using detail::bad_file;
 using detail::fnv1a64;
 using detail::put;
+using detail::put_str;
 using detail::reader;
+using detail::unit_interval;
 
-constexpr char magic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'A', 'M'};
-constexpr uint32_t format_version = 1;
+constexpr detail::model_file_kind file_kind{"SLUICEAM", "acceptance model", 1, acceptance_extractor_version,
+                                            "acceptance feature extractor", "retrain the model"};
 constexpr uint32_t max_label_bytes = 64;
 constexpr uint32_t max_rule_bytes = 1 << 12;
 constexpr uint32_t max_model_id_bytes = 1 << 10;
 constexpr uint32_t max_notes_bytes = 1 << 16;
 constexpr uint32_t max_curve_points = 1 << 12;
-
-void put_str(std::string& out, std::string_view s) {
-  put<uint32_t>(out, static_cast<uint32_t>(s.size()));
-  out.append(s);
-}
-
-bool finite(const std::vector<float>& v) {
-  for (float x : v)
-    if (!std::isfinite(x)) return false;
-  return true;
-}
-
-bool unit_interval(double x) { return x >= 0.0 && x <= 1.0; }  // false for NaN
 
 }  // namespace
 
@@ -50,7 +40,7 @@ std::string acceptance_model::check() const {
   const size_t n = acceptance_feature_count(config);
   if (weights.size() != n)
     return "weights has " + std::to_string(weights.size()) + " values, the config needs " + std::to_string(n);
-  if (!std::isfinite(bias) || !finite(weights)) return "a weight is not finite";
+  if (!std::isfinite(bias) || !all_finite(weights)) return "a weight is not finite";
   if (!unit_interval(threshold)) return "threshold must lie in [0, 1]";
   if (threshold_rule.size() > max_rule_bytes) return "threshold_rule longer than 4 KiB";
   if (local_model_id.size() > max_model_id_bytes) return "local_model_id longer than 1 KiB";
@@ -70,9 +60,9 @@ std::string encode_acceptance_model(const acceptance_model& m) {
   std::string out;
   out.reserve(128 + m.notes.size() + m.threshold_rule.size() + m.local_model_id.size() + 24 * m.curve.size() +
               4 * m.weights.size());
-  out.append(magic, sizeof magic);
-  put<uint32_t>(out, format_version);
-  put<uint32_t>(out, acceptance_extractor_version);
+  out.append(file_kind.magic);
+  put<uint32_t>(out, file_kind.format_version);
+  put<uint32_t>(out, file_kind.extractor_version);
   put<uint32_t>(out, m.config.hash_bits);
   put<uint32_t>(out, m.config.word_ngram_max);
   put<uint32_t>(out, m.config.hash_seed);
@@ -97,69 +87,37 @@ std::string encode_acceptance_model(const acceptance_model& m) {
 }
 
 result<acceptance_model> decode_acceptance_model(std::string_view bytes, std::string_view origin) {
-  if (bytes.size() < sizeof magic || std::memcmp(bytes.data(), magic, sizeof magic) != 0) {
-    if (bytes.size() < sizeof magic && std::string_view(magic, bytes.size()) == bytes)
-      return bad_file(origin, "truncated (" + std::to_string(bytes.size()) + " bytes, shorter than the header)");
-    return bad_file(origin, "not a Sluice acceptance model (bad magic)");
-  }
-  // Every variable-length field is bounded before it is read; a read past the end is reported as truncation.
-  reader r{bytes.substr(0, bytes.size() >= sizeof magic + 8 ? bytes.size() - 8 : bytes.size()), sizeof magic};
-  auto truncated = [&] {
-    return bad_file(origin, "truncated (" + std::to_string(bytes.size()) + " bytes, the header implies more)");
-  };
-  const uint32_t version = r.get<uint32_t>();
-  const uint32_t extractor = r.get<uint32_t>();
-  if (r.overrun) return truncated();
-  if (version != format_version)
-    return bad_file(origin, "unsupported format version " + std::to_string(version) + " (this build reads " +
-                                std::to_string(format_version) + ")");
-  if (extractor != acceptance_extractor_version)
-    return bad_file(origin, "trained with acceptance feature extractor version " + std::to_string(extractor) +
-                                ", this build extracts version " + std::to_string(acceptance_extractor_version) +
-                                ": retrain the model");
+  reader r;
+  if (auto e = detail::open_model_file(bytes, file_kind, origin, r)) return *e;
   acceptance_model m;
   m.config.hash_bits = r.get<uint32_t>();
   m.config.word_ngram_max = r.get<uint32_t>();
   m.config.hash_seed = r.get<uint32_t>();
   m.config.top_logprobs = r.get<uint32_t>();
   const uint32_t n_labels = r.get<uint32_t>();
-  if (r.overrun) return truncated();
+  if (r.overrun) return detail::truncated_file(origin, bytes.size());
   if (n_labels > max_acceptance_labels)
     return bad_file(origin, std::to_string(n_labels) + " labels, at most " + std::to_string(max_acceptance_labels));
-  auto get_str = [&](std::string& dst, uint32_t limit, const char* what) -> std::string {
-    const uint32_t len = r.get<uint32_t>();
-    if (len > limit) return std::string(what) + " field too long (corrupt header)";
-    dst.assign(r.get_bytes(len));
-    return {};
-  };
   for (uint32_t i = 0; i < n_labels; ++i) {
-    if (std::string why = get_str(m.config.labels.emplace_back(), max_label_bytes, "label"); !why.empty())
-      return bad_file(origin, why);
+    if (!r.get_str(m.config.labels.emplace_back(), max_label_bytes))
+      return bad_file(origin, "label field too long (corrupt header)");
   }
   const uint64_t n_features = r.get<uint64_t>();
-  if (r.overrun) return truncated();
+  if (r.overrun) return detail::truncated_file(origin, bytes.size());
   if (std::string why = validate(m.config); !why.empty()) return bad_file(origin, "invalid config: " + why);
   if (n_features != acceptance_feature_count(m.config))
     return bad_file(origin, "feature count mismatch: the file declares " + std::to_string(n_features) +
                                 " weights, its config implies " + std::to_string(acceptance_feature_count(m.config)));
   m.bias = r.get<float>();
   m.threshold = r.get<double>();
-  std::string why = get_str(m.threshold_rule, max_rule_bytes, "threshold_rule");
-  if (why.empty()) why = get_str(m.local_model_id, max_model_id_bytes, "local_model_id");
-  if (why.empty()) why = get_str(m.notes, max_notes_bytes, "notes");
-  if (!why.empty()) return bad_file(origin, why);
+  if (!r.get_str(m.threshold_rule, max_rule_bytes)) return bad_file(origin, "threshold_rule field too long (corrupt header)");
+  if (!r.get_str(m.local_model_id, max_model_id_bytes))
+    return bad_file(origin, "local_model_id field too long (corrupt header)");
+  if (!r.get_str(m.notes, max_notes_bytes)) return bad_file(origin, "notes field too long (corrupt header)");
   const uint32_t n_curve = r.get<uint32_t>();
   if (n_curve > max_curve_points) return bad_file(origin, "curve field too long (corrupt header)");
-  if (r.overrun) return truncated();
-  const uint64_t expected = r.pos + 24ULL * n_curve + 4ULL * n_features + 8;
-  if (bytes.size() != expected)
-    return bad_file(origin, (bytes.size() < expected ? "truncated: " : "trailing bytes: ") +
-                                std::to_string(bytes.size()) + " bytes, the header implies " +
-                                std::to_string(expected));
-  uint64_t stored = 0;
-  std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
-  if (stored != fnv1a64(bytes.substr(0, bytes.size() - 8)))
-    return bad_file(origin, "checksum mismatch: the file is corrupt");
+  if (r.overrun) return detail::truncated_file(origin, bytes.size());
+  if (auto e = detail::check_model_file_end(bytes, r.pos + 24ULL * n_curve + 4ULL * n_features + 8, origin)) return *e;
   m.curve.resize(n_curve);
   for (acceptance_point& p : m.curve) {
     p.threshold = r.get<double>();
@@ -167,8 +125,8 @@ result<acceptance_model> decode_acceptance_model(std::string_view bytes, std::st
     p.precision = r.get<double>();
   }
   r.get_floats(m.weights, n_features);
-  if (r.overrun) return truncated();  // (not reachable after the size check; kept as the reader's contract)
-  if (why = m.check(); !why.empty()) return bad_file(origin, why);
+  if (r.overrun) return detail::truncated_file(origin, bytes.size());  // (unreachable after the size check)
+  if (std::string why = m.check(); !why.empty()) return bad_file(origin, why);
   return m;
 }
 

@@ -1,10 +1,13 @@
-// The little binary helpers the model files share (router_model_file.cpp, acceptance_model_file.cpp): appending
-// fixed-size values, reading them back with a bounds check, the FNV-1a 64 checksum and the error shape.
+// The little binary helpers the model files share (router, acceptance and task model files): appending fixed-size
+// values and strings, reading them back with a bounds check, the FNV-1a 64 checksum, the checks every versioned
+// file starts and ends with, and the error shape.
 // What must not go in here: any one file's layout or validation.
 #pragma once
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
+#include <optional>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -32,6 +35,20 @@ void put(std::string& out, T v) {
 inline void put_floats(std::string& out, const std::vector<float>& v) {
   out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
 }
+
+// A string: u32 byte count, then the bytes.
+inline void put_str(std::string& out, std::string_view s) {
+  put<uint32_t>(out, static_cast<uint32_t>(s.size()));
+  out.append(s);
+}
+
+inline bool all_finite(const std::vector<float>& v) {
+  for (float x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+inline bool unit_interval(double x) { return x >= 0.0 && x <= 1.0; }  // false for NaN
 
 // Reads fixed-size values in order. A read past the end returns zeros, moves to the end and sets `overrun`
 // (sticky), so a decoder can read a whole section and check once.
@@ -74,10 +91,68 @@ struct reader {
     pos += n;
     return s;
   }
+  // A string of at most `limit` bytes; false (nothing read) when the count is larger: a corrupt header.
+  bool get_str(std::string& dst, uint32_t limit) {
+    const uint32_t len = get<uint32_t>();
+    if (len > limit) return false;
+    dst.assign(get_bytes(len));
+    return true;
+  }
 };
 
 inline error bad_file(std::string_view origin, const std::string& what) {
   return error{errc::internal, std::string(origin) + ": " + what, {}};
+}
+
+// What a versioned model file names itself in errors and how it is made again, for open_model_file.
+struct model_file_kind {
+  std::string_view magic;   // 8 bytes
+  std::string_view what;    // "acceptance model"
+  uint32_t format_version;
+  uint32_t extractor_version;
+  std::string_view extractor;  // "acceptance feature extractor"
+  std::string_view remedy;     // "retrain the model"
+};
+
+inline error truncated_file(std::string_view origin, size_t size) {
+  return bad_file(origin, "truncated (" + std::to_string(size) + " bytes, the header implies more)");
+}
+
+// The checks every versioned file starts with: magic, format version, extractor version. On success `r` reads
+// the bytes after them, up to (not including) the trailing checksum.
+inline std::optional<error> open_model_file(std::string_view bytes, const model_file_kind& k, std::string_view origin,
+                                            reader& r) {
+  const size_t m = k.magic.size();
+  if (bytes.size() < m || bytes.substr(0, m) != k.magic) {
+    if (bytes.size() < m && k.magic.substr(0, bytes.size()) == bytes)
+      return bad_file(origin, "truncated (" + std::to_string(bytes.size()) + " bytes, shorter than the header)");
+    return bad_file(origin, "not a Sluice " + std::string(k.what) + " (bad magic)");
+  }
+  // Every variable-length field is bounded before it is read; a read past the end is reported as truncation.
+  r = reader{bytes.substr(0, bytes.size() >= m + 8 ? bytes.size() - 8 : bytes.size()), m};
+  const uint32_t version = r.get<uint32_t>();
+  const uint32_t extractor = r.get<uint32_t>();
+  if (r.overrun) return truncated_file(origin, bytes.size());
+  if (version != k.format_version)
+    return bad_file(origin, "unsupported format version " + std::to_string(version) + " (this build reads " +
+                                std::to_string(k.format_version) + ")");
+  if (extractor != k.extractor_version)
+    return bad_file(origin, "trained with " + std::string(k.extractor) + " version " + std::to_string(extractor) +
+                                ", this build extracts version " + std::to_string(k.extractor_version) + ": " +
+                                std::string(k.remedy));
+  return std::nullopt;
+}
+
+// The checks every versioned file ends with, once its header says how long it must be: the exact size, then
+// the FNV-1a 64 checksum in the last 8 bytes.
+inline std::optional<error> check_model_file_end(std::string_view bytes, uint64_t expected, std::string_view origin) {
+  if (bytes.size() != expected)
+    return bad_file(origin, (bytes.size() < expected ? "truncated: " : "trailing bytes: ") +
+                                std::to_string(bytes.size()) + " bytes, the header implies " + std::to_string(expected));
+  uint64_t stored = 0;
+  std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
+  if (stored != fnv1a64(bytes.substr(0, bytes.size() - 8))) return bad_file(origin, "checksum mismatch: the file is corrupt");
+  return std::nullopt;
 }
 
 }  // namespace sluice::router::detail

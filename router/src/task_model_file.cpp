@@ -18,29 +18,19 @@ namespace sluice::router {
 
 namespace {
 
+using detail::all_finite;
 using detail::bad_file;
 using detail::fnv1a64;
 using detail::put;
+using detail::put_str;
 using detail::reader;
+using detail::unit_interval;
 
-constexpr char magic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'T', 'M'};
-constexpr uint32_t format_version = 1;
+constexpr detail::model_file_kind file_kind{"SLUICETM", "task model", 1, task_extractor_version,
+                                            "task feature extractor", "distill the model again"};
 constexpr uint32_t max_rule_bytes = 1 << 12;
 constexpr uint32_t max_notes_bytes = 1 << 16;
 constexpr uint32_t max_curve_points = 1 << 12;
-
-void put_str(std::string& out, std::string_view s) {
-  put<uint32_t>(out, static_cast<uint32_t>(s.size()));
-  out.append(s);
-}
-
-bool finite(const std::vector<float>& v) {
-  for (float x : v)
-    if (!std::isfinite(x)) return false;
-  return true;
-}
-
-bool unit_interval(double x) { return x >= 0.0 && x <= 1.0; }  // false for NaN
 
 }  // namespace
 
@@ -63,7 +53,7 @@ std::string task_model::check() const {
            " labels x " + std::to_string(n) + " features need " + std::to_string(labels.size() * n);
   if (bias.size() != labels.size())
     return "bias has " + std::to_string(bias.size()) + " values for " + std::to_string(labels.size()) + " labels";
-  if (!finite(bias) || !finite(weights)) return "a weight is not finite";
+  if (!all_finite(bias) || !all_finite(weights)) return "a weight is not finite";
   if (!unit_interval(threshold)) return "threshold must lie in [0, 1]";
   if (!unit_interval(heldout_accuracy)) return "heldout_accuracy must lie in [0, 1]";
   if (threshold_rule.size() > max_rule_bytes) return "threshold_rule longer than 4 KiB";
@@ -85,9 +75,9 @@ std::string encode_task_model(const task_model& m) {
   for (const std::string& l : m.labels) label_bytes += 4 + l.size();
   out.reserve(128 + label_bytes + m.threshold_rule.size() + m.notes.size() + 24 * m.curve.size() +
               4 * (m.bias.size() + m.weights.size()));
-  out.append(magic, sizeof magic);
-  put<uint32_t>(out, format_version);
-  put<uint32_t>(out, task_extractor_version);
+  out.append(file_kind.magic);
+  put<uint32_t>(out, file_kind.format_version);
+  put<uint32_t>(out, file_kind.extractor_version);
   put<uint32_t>(out, m.config.hash_bits);
   put<uint32_t>(out, m.config.word_ngram_max);
   put<uint32_t>(out, m.config.char_ngram_max);
@@ -113,26 +103,9 @@ std::string encode_task_model(const task_model& m) {
 }
 
 result<task_model> decode_task_model(std::string_view bytes, std::string_view origin) {
-  if (bytes.size() < sizeof magic || std::memcmp(bytes.data(), magic, sizeof magic) != 0) {
-    if (bytes.size() < sizeof magic && std::string_view(magic, bytes.size()) == bytes)
-      return bad_file(origin, "truncated (" + std::to_string(bytes.size()) + " bytes, shorter than the header)");
-    return bad_file(origin, "not a Sluice task model (bad magic)");
-  }
-  // Every variable-length field is bounded before it is read; a read past the end is reported as truncation.
-  reader r{bytes.substr(0, bytes.size() >= sizeof magic + 8 ? bytes.size() - 8 : bytes.size()), sizeof magic};
-  auto truncated = [&] {
-    return bad_file(origin, "truncated (" + std::to_string(bytes.size()) + " bytes, the header implies more)");
-  };
-  const uint32_t version = r.get<uint32_t>();
-  const uint32_t extractor = r.get<uint32_t>();
-  if (r.overrun) return truncated();
-  if (version != format_version)
-    return bad_file(origin, "unsupported format version " + std::to_string(version) + " (this build reads " +
-                                std::to_string(format_version) + ")");
-  if (extractor != task_extractor_version)
-    return bad_file(origin, "trained with task feature extractor version " + std::to_string(extractor) +
-                                ", this build extracts version " + std::to_string(task_extractor_version) +
-                                ": distill the model again");
+  reader r;
+  if (auto e = detail::open_model_file(bytes, file_kind, origin, r)) return *e;
+  auto truncated = [&] { return detail::truncated_file(origin, bytes.size()); };
   task_model m;
   m.config.hash_bits = r.get<uint32_t>();
   m.config.word_ngram_max = r.get<uint32_t>();
@@ -143,15 +116,9 @@ result<task_model> decode_task_model(std::string_view bytes, std::string_view or
   if (std::string why = validate(m.config); !why.empty()) return bad_file(origin, "invalid config: " + why);
   if (n_labels < 2 || n_labels > max_task_labels)
     return bad_file(origin, std::to_string(n_labels) + " labels (2.." + std::to_string(max_task_labels) + " allowed)");
-  auto get_str = [&](std::string& dst, uint32_t limit, const char* what) -> std::string {
-    const uint32_t len = r.get<uint32_t>();
-    if (len > limit) return std::string(what) + " field too long (corrupt header)";
-    dst.assign(r.get_bytes(len));
-    return {};
-  };
   for (uint32_t i = 0; i < n_labels; ++i) {
-    if (std::string why = get_str(m.labels.emplace_back(), max_task_label_bytes, "label"); !why.empty())
-      return bad_file(origin, why);
+    if (!r.get_str(m.labels.emplace_back(), max_task_label_bytes))
+      return bad_file(origin, "label field too long (corrupt header)");
   }
   const uint64_t n_features = r.get<uint64_t>();
   if (r.overrun) return truncated();
@@ -163,23 +130,17 @@ result<task_model> decode_task_model(std::string_view bytes, std::string_view or
     return bad_file(origin, std::to_string(n_labels) + " labels x " + std::to_string(n_features) +
                                 " features exceed the limit of 2^26 weights");
   m.threshold = r.get<double>();
-  std::string why = get_str(m.threshold_rule, max_rule_bytes, "threshold_rule");
-  if (!why.empty()) return bad_file(origin, why);
+  if (!r.get_str(m.threshold_rule, max_rule_bytes)) return bad_file(origin, "threshold_rule field too long (corrupt header)");
   m.heldout_accuracy = r.get<double>();
   m.rows_trained = r.get<uint64_t>();
-  if (why = get_str(m.notes, max_notes_bytes, "notes"); !why.empty()) return bad_file(origin, why);
+  if (!r.get_str(m.notes, max_notes_bytes)) return bad_file(origin, "notes field too long (corrupt header)");
   const uint32_t n_curve = r.get<uint32_t>();
   if (r.overrun) return truncated();
   if (n_curve > max_curve_points) return bad_file(origin, "curve field too long (corrupt header)");
-  const uint64_t expected = r.pos + 24ULL * n_curve + 4ULL * n_labels * (n_features + 1) + 8;
-  if (bytes.size() != expected)
-    return bad_file(origin, (bytes.size() < expected ? "truncated: " : "trailing bytes: ") +
-                                std::to_string(bytes.size()) + " bytes, the header implies " +
-                                std::to_string(expected));
-  uint64_t stored = 0;
-  std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
-  if (stored != fnv1a64(bytes.substr(0, bytes.size() - 8)))
-    return bad_file(origin, "checksum mismatch: the file is corrupt");
+  if (auto e = detail::check_model_file_end(bytes, r.pos + 24ULL * n_curve + 4ULL * n_labels * (n_features + 1) + 8,
+                                            origin)) {
+    return *e;
+  }
   m.curve.resize(n_curve);
   for (task_point& p : m.curve) {
     p.threshold = r.get<double>();
@@ -189,7 +150,7 @@ result<task_model> decode_task_model(std::string_view bytes, std::string_view or
   r.get_floats(m.bias, n_labels);
   r.get_floats(m.weights, n_labels * n_features);
   if (r.overrun) return truncated();  // (not reachable after the size check; kept as the reader's contract)
-  if (why = m.check(); !why.empty()) return bad_file(origin, why);
+  if (std::string why = m.check(); !why.empty()) return bad_file(origin, why);
   return m;
 }
 
