@@ -85,26 +85,28 @@ served_by classify_decision(const json::object& o, std::string& tier) {
   const std::optional<std::string> decision = get_string(o, "decision");
   tier = get_string(o, "tier").value_or("");
   if (!decision || *decision == "failed" || tier.empty()) return served_by::failed;
-  if (const json::value* attempts = o.if_contains("attempts"); attempts != nullptr && attempts->is_array()) {
+  if (*decision == "served_after_failure") return served_by::after_failure;
+  if (*decision != "accepted" && *decision != "escalated") return served_by::unknown;
+  // Who served is told by the served attempt's kind: a task tier (never a reference: it would learn itself), a
+  // local tier (an accepted local answer, even after an escalation from a task tier), or a remote tier (the
+  // route's frontier). Lines without kinds (older logs) fall back on the decision.
+  const json::value* attempts = o.if_contains("attempts");
+  if (attempts != nullptr && attempts->is_array()) {
     for (const json::value& a : attempts->get_array()) {
       if (!a.is_object()) continue;
-      const json::value* t = a.get_object().if_contains("tier");
-      const json::value* k = a.get_object().if_contains("kind");
-      if (t && t->is_string() && t->get_string() == tier && k && k->is_string() && k->get_string() == "task") {
-        return served_by::task_tier;
-      }
+      const json::object& ao = a.get_object();
+      const json::value* t = ao.if_contains("tier");
+      const json::value* outcome = ao.if_contains("outcome");
+      const json::value* k = ao.if_contains("kind");
+      if (!t || !t->is_string() || t->get_string() != tier) continue;
+      if (outcome && outcome->is_string() && outcome->get_string() != "served") continue;
+      if (!k || !k->is_string()) break;
+      if (k->get_string() == "task") return served_by::task_tier;
+      if (k->get_string() == "local") return served_by::local;
+      return served_by::last_tier;
     }
   }
-  if (*decision == "accepted") return served_by::local;
-  if (*decision == "served_after_failure") return served_by::after_failure;
-  if (*decision != "escalated") return served_by::unknown;
-  // Escalated and served by the last tier it tried: the route's last tier (a frontier's answer).
-  const json::value* attempts = o.if_contains("attempts");
-  if (attempts == nullptr || !attempts->is_array() || attempts->get_array().empty()) return served_by::last_tier;
-  const json::value& last = attempts->get_array().back();
-  const json::value* last_tier = last.is_object() ? last.get_object().if_contains("tier") : nullptr;
-  if (last_tier == nullptr || !last_tier->is_string() || last_tier->get_string() != tier) return served_by::unknown;
-  return served_by::last_tier;
+  return *decision == "accepted" ? served_by::local : served_by::last_tier;
 }
 
 // A feedback line: {"type": "feedback", "id", "score" (optional, 0..1), "answer" (optional), "label" (free text,

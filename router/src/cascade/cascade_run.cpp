@@ -283,7 +283,9 @@ void cascade_run::judge(completion c) {
     }
     decision_.signals = std::move(s);
   }
-  if (score && !decision_.acceptance_score) {  // the route-level score is the first judged tier's
+  // The route-level acceptance score is the acceptance model's (or rule's), on the local tier it judges; a task
+  // tier's confidence is in its attempt's score only.
+  if (score && tier_ == route_->scored_tier && !(c.confidence && c.confidence_threshold)) {
     decision_.acceptance_score = score;
     decision_.threshold = threshold;
   }
