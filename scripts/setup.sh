@@ -33,13 +33,20 @@ if ((${#missing[@]})); then
   [ "$(id -u)" = 0 ] && SUDO="" || SUDO="sudo"
   say "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq || die "apt-get update failed"
+  # nginx, prometheus and redis are tools here (benchmarks, checks, tests start their own on free ports), not
+  # services: their packages must not start daemons on install. policy-rc.d (exit 101 = "not allowed") stops
+  # the packages' init scripts from starting anything, and touches no service that is already running; it is
+  # only put in place when the machine has none of its own, and removed afterwards.
+  rcd=/usr/sbin/policy-rc.d
+  own_rcd=0
+  if [ ! -e "$rcd" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$rcd" >/dev/null && $SUDO chmod 755 "$rcd" && own_rcd=1
+  fi
+  rc=0
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-    >/tmp/sluice-apt.log 2>&1 || { tail -20 /tmp/sluice-apt.log; die "apt-get install failed (log: /tmp/sluice-apt.log)"; }
-  # nginx and prometheus are benchmark/check tools here, not services: keep them from running.
-  for svc in nginx prometheus; do
-    (command -v systemctl >/dev/null && systemctl stop "$svc" >/dev/null 2>&1) || true
-    pkill -x "$svc" >/dev/null 2>&1 || true
-  done
+    >/tmp/sluice-apt.log 2>&1 || rc=$?
+  ((own_rcd)) && $SUDO rm -f "$rcd"
+  ((rc == 0)) || { tail -20 /tmp/sluice-apt.log; die "apt-get install failed (log: /tmp/sluice-apt.log)"; }
 else
   say "Debian packages: all present"
 fi
