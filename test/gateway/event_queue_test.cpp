@@ -4,7 +4,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/strand.hpp>
 
 #include "api/event_queue.h"
 
@@ -20,10 +19,10 @@ router::chunk chunk_of(size_t bytes) {
   return c;
 }
 
-// Takes `n` events off `q` (on its strand) into `out`; nullopt ends early.
-void take(asio::io_context& ioc, asio::any_io_executor strand, const std::shared_ptr<event_queue>& q, int n,
+// Takes `n` events off `q` (on its io_context) into `out`; nullopt ends early.
+void take(asio::io_context& ioc, io_executor ex, const std::shared_ptr<event_queue>& q, int n,
           std::vector<std::optional<backend_event>>& out, bool ignore_gone = false) {
-  auto reader = [q, n, &out, ignore_gone]() -> asio::awaitable<void> {
+  auto reader = [q, n, &out, ignore_gone]() -> task<void> {
     for (int i = 0; i < n; ++i) {
       auto ev = co_await q->next(ignore_gone);
       const bool stop = !ev;
@@ -31,7 +30,7 @@ void take(asio::io_context& ioc, asio::any_io_executor strand, const std::shared
       if (stop) co_return;
     }
   };
-  asio::co_spawn(strand, reader(), asio::detached);
+  asio::co_spawn(ex, reader(), asio::detached);
   ioc.restart();
   ioc.poll();
 }
@@ -40,8 +39,8 @@ void take(asio::io_context& ioc, asio::any_io_executor strand, const std::shared
 
 TEST_CASE("a producer that asks waits while the queue is full and resumes when half of it is read", "[event_queue]") {
   asio::io_context ioc;
-  auto strand = asio::make_strand(ioc);
-  auto q = std::make_shared<event_queue>(strand);
+  auto ex = ioc.get_executor();
+  auto q = std::make_shared<event_queue>(ex);
   const size_t piece = event_queue::max_queued_bytes / 4;  // (each chunk also counts a small fixed overhead)
   for (int i = 0; i < 5; ++i) q->on_chunk(chunk_of(piece));
   int resumed = 0;
@@ -50,12 +49,12 @@ TEST_CASE("a producer that asks waits while the queue is full and resumes when h
   CHECK(resumed == 0);  // five quarters queued: full
 
   std::vector<std::optional<backend_event>> got;
-  take(ioc, strand, q, 2, got);
+  take(ioc, ex, q, 2, got);
   REQUIRE(got.size() == 2);
   CHECK(resumed == 0);  // three quarters left: still above half
-  take(ioc, strand, q, 2, got);
+  take(ioc, ex, q, 2, got);
   CHECK(resumed == 1);  // at most half left: the producer goes on, once
-  take(ioc, strand, q, 1, got);
+  take(ioc, ex, q, 1, got);
   CHECK(resumed == 1);
 
   // With room, when_ready answers at once.
@@ -67,7 +66,7 @@ TEST_CASE("a producer that asks waits while the queue is full and resumes when h
 
 TEST_CASE("a producer still waiting when it finishes is let go", "[event_queue]") {
   asio::io_context ioc;
-  auto q = std::make_shared<event_queue>(asio::make_strand(ioc));
+  auto q = std::make_shared<event_queue>(ioc.get_executor());
   q->on_chunk(chunk_of(event_queue::max_queued_bytes));
   bool resumed = false;
   q->when_ready([&] { resumed = true; });
@@ -81,20 +80,20 @@ TEST_CASE("a producer still waiting when it finishes is let go", "[event_queue]"
 
 TEST_CASE("the deadline interrupts next(), even while events keep coming", "[event_queue]") {
   asio::io_context ioc;
-  auto strand = asio::make_strand(ioc);
-  auto q = std::make_shared<event_queue>(strand);
+  auto ex = ioc.get_executor();
+  auto q = std::make_shared<event_queue>(ex);
   q->set_deadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(30));
   q->on_chunk(chunk_of(10));
   std::vector<std::optional<backend_event>> got;
-  take(ioc, strand, q, 1, got);
+  take(ioc, ex, q, 1, got);
   REQUIRE(got.size() == 1);
   CHECK(got[0].has_value());  // before the deadline
 
   // Waiting for an event that does not come: the deadline wakes next().
   const auto t0 = std::chrono::steady_clock::now();
   got.clear();
-  auto reader = [q, &got]() -> asio::awaitable<void> { got.push_back(co_await q->next()); };
-  asio::co_spawn(strand, reader(), asio::detached);
+  auto reader = [q, &got]() -> task<void> { got.push_back(co_await q->next()); };
+  asio::co_spawn(ex, reader(), asio::detached);
   ioc.restart();
   ioc.run_for(std::chrono::seconds(2));
   REQUIRE(got.size() == 1);
@@ -106,11 +105,11 @@ TEST_CASE("the deadline interrupts next(), even while events keep coming", "[eve
   q->on_chunk(chunk_of(10));
   q->on_done(router::error{router::errc::cancelled, "cancelled"});
   got.clear();
-  take(ioc, strand, q, 1, got);
+  take(ioc, ex, q, 1, got);
   REQUIRE(got.size() == 1);
   CHECK_FALSE(got[0].has_value());
   got.clear();
-  take(ioc, strand, q, 2, got, /*ignore_gone=*/true);
+  take(ioc, ex, q, 2, got, /*ignore_gone=*/true);
   REQUIRE(got.size() == 2);
   CHECK(got[0].has_value());
   CHECK(got[1].has_value());

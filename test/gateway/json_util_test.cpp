@@ -1,5 +1,10 @@
-// JSON helpers: escaping (including invalid UTF-8) and the top-level member scanner used for rewriting.
+// JSON helpers: escaping (including invalid UTF-8) and the two ways of finding top-level members for rewriting.
 #include <catch2/catch.hpp>
+
+#include <simdjson.h>
+
+#include <string>
+#include <vector>
 
 #include "api/json_util.h"
 
@@ -39,3 +44,39 @@ TEST_CASE("the scanner finds top-level members with escaped keys and nested valu
   CHECK_FALSE(scan_top_level_members(R"({"a":)", m));
 }
 
+
+// The positions read off simdjson's structural index are the ones the byte scanner finds, for any shape.
+TEST_CASE("member positions from the parser's structure match the scanner", "[json]") {
+  const std::vector<std::string> docs = {
+      R"({"model":"bench","messages":[{"role":"user","content":"hi"}]})",
+      R"( {"a" : [1,{"model":"x"}], "mod\u0065l":"m\"1" , "z":{"q":"}"}} )",
+      R"({"messages":[{"role":"user","content":"a, b: {c} [d]"}],"model" : "last" })",
+      R"({"n":-1.5e3,"t":true,"f":false,"z":null,"s":"\\","e":{},"l":[]})",
+      "{\n  \"model\": \"m\",\n  \"stream_options\": {\"include_usage\": false}\n}\n",
+      R"({})",
+      R"({"only":[[[[]]],{"x":[{}]}]})",
+  };
+  simdjson::dom::parser parser;
+  std::vector<json_member_pos> found;
+  std::vector<json_member_span> scanned;
+  for (const std::string& doc : docs) {
+    INFO(doc);
+    simdjson::dom::element root;
+    REQUIRE(parser.parse(doc).get(root) == simdjson::SUCCESS);
+    size_t close = 0;
+    REQUIRE(member_positions_from_structurals(doc, parser.implementation->structural_indexes.get(),
+                                              parser.implementation->n_structural_indexes, found, close));
+    REQUIRE(scan_top_level_members(doc, scanned));
+    REQUIRE(found.size() == scanned.size());
+    for (size_t i = 0; i < found.size(); ++i) {
+      CHECK(found[i].key_begin == scanned[i].key_begin);
+      CHECK(found[i].value_begin == scanned[i].value_begin);
+      CHECK(found[i].value_end == scanned[i].value_end);
+    }
+    CHECK(close == find_top_level_close(doc));
+  }
+  // Positions that do not describe an object are refused (the caller then scans).
+  const uint32_t not_object[] = {0, 1};
+  size_t close = 0;
+  CHECK_FALSE(member_positions_from_structurals("[]", not_object, 2, found, close));
+}

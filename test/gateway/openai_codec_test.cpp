@@ -4,6 +4,9 @@
 
 #include <simdjson.h>
 
+#include <string>
+#include <vector>
+
 #include "api/openai_codec.h"
 
 using namespace sluice;
@@ -154,6 +157,71 @@ TEST_CASE("streams always ask the upstream for usage", "[openai]") {
     REQUIRE(r.has_value());
     CHECK(make_openai_upstream_body(*r, "a", true) == r->raw_body);
   }
+}
+
+// The pieces the upstream client writes (around the spans the parse recorded) join into the body the scanner
+// would have made, for every shape of request that matters: model first or last, an escaped key, streams with
+// and without stream_options, the client's own usage request.
+TEST_CASE("the upstream body in pieces equals the scanned rewrite", "[openai]") {
+  const std::vector<std::string> bodies = {
+      R"({"model":"a","messages":[{"role":"user","content":"x"}]})",
+      R"({"messages":[{"role":"user","content":"model"}], "temperature": 0.5 ,"model" : "last"})",
+      R"({"mod\u0065l":"escaped","messages":[{"role":"user","content":"x"}]})",
+      R"({"model":"a","messages":[{"role":"user","content":"x"}],"stream":true})",
+      R"({"model":"a","stream":true,"stream_options":{"include_obfuscation":false},"messages":[{"role":"user","content":"x"}]})",
+      R"({"stream_options":null,"stream":true,"messages":[{"role":"user","content":"x"}],"model":"a"})",
+      R"({"model":"a","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}})",
+      "{\n  \"model\": \"a\",\n  \"messages\": [{\"role\": \"user\", \"content\": \"x\"}],\n  \"stream\": true\n}\n",
+  };
+  for (const std::string& body : bodies) {
+    INFO(body);
+    auto r = chat(body);
+    REQUIRE(r.has_value());
+    REQUIRE_FALSE(r->raw_model.empty());
+    std::string model_json = "\"upstream\"", scratch;
+    body_pieces pieces;
+    REQUIRE(openai_upstream_body_pieces(*r, model_json, true, scratch, pieces));
+    std::string joined;
+    for (size_t i = 0; i < pieces.count; ++i) joined += pieces.piece[i];
+    CHECK(joined.size() == pieces.size());
+    router::chat_request unrecorded = *r;  // without spans: the scanning rewrite
+    unrecorded.raw_model = {};
+    CHECK(joined == make_openai_upstream_body(unrecorded, "upstream", true));
+    CHECK(valid_json(joined));
+  }
+}
+
+// A connection reuses one chat_request: whatever the previous request set, the next parse starts clean.
+TEST_CASE("parsing into a reused request leaves nothing of the previous one", "[openai]") {
+  router::chat_request reused;
+  std::string body = R"({"model":"first","messages":[{"role":"system","content":"s"},{"role":"user","content":"a",)"
+                     R"("name":"n"}],"temperature":0.5,"stream":true,"stop":["x"],"max_tokens":7})";
+  REQUIRE_FALSE(parse_openai_chat_request(body, reused).has_value());
+  CHECK(reused.messages.size() == 2);
+  body = R"({"model":"second","messages":[{"role":"user","content":"b"}]})";
+  REQUIRE_FALSE(parse_openai_chat_request(body, reused).has_value());
+  const auto fresh = chat(R"({"model":"second","messages":[{"role":"user","content":"b"}]})");
+  REQUIRE(fresh.has_value());
+  CHECK(reused.model == fresh->model);
+  REQUIRE(reused.messages.size() == 1);
+  CHECK(reused.messages[0].content == "b");
+  CHECK(reused.messages[0].name.empty());
+  CHECK(reused.messages[0].role_ == router::role::user);
+  CHECK_FALSE(reused.sampling.temperature.has_value());
+  CHECK_FALSE(reused.stream);
+  CHECK(reused.stop.empty());
+  CHECK_FALSE(reused.max_output_tokens.has_value());
+  CHECK(reused.raw_body == fresh->raw_body);
+  CHECK(reused.raw_model.begin == fresh->raw_model.begin);
+  CHECK(reused.raw_model.end == fresh->raw_model.end);
+  CHECK(body.empty());  // the caller got the previous body's buffer back, emptied
+  // A refused body leaves a request that is not used; the next one parses clean again.
+  body = R"({"model":"x","messages":[]})";
+  CHECK(parse_openai_chat_request(body, reused).has_value());
+  body = R"({"model":"third","messages":[{"role":"user","content":"c"}]})";
+  REQUIRE_FALSE(parse_openai_chat_request(body, reused).has_value());
+  CHECK(reused.model == "third");
+  CHECK(reused.messages.size() == 1);
 }
 
 TEST_CASE("legacy completions take a string prompt", "[openai]") {

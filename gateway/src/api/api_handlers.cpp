@@ -1,21 +1,21 @@
 // See api_handlers.h. Chat and text completions share one flow: parse -> router.dispatch -> collect or stream.
+// The pass-through answer (an upstream's body relayed as is) is the hot path: it reuses the connection's chat
+// request, event queue and header block, and builds no strings of its own.
 #include "api/api_handlers.h"
 
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/http.hpp>
+#include <boost/beast/http/verb.hpp>
+#include <charconv>
 #include <chrono>
 
 #include "api/event_queue.h"
 #include "http/http_session.h"
 #include "api/json_util.h"
 #include "api/openai_codec.h"
+#include "http/recycler.h"
 
 namespace sluice::gateway {
 
-namespace asio = boost::asio;
 namespace http = boost::beast::http;
-using asio::awaitable;
 using clock = std::chrono::steady_clock;
 
 namespace {
@@ -24,13 +24,18 @@ constexpr std::string_view json_type = "application/json";
 
 double seconds_since(clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); }
 
-std::string cost_header(double usd) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.8f", usd);
-  return buf;
-}
+// A cost as a header value: eight decimals (as printf's "%.8f"), formatted on the stack.
+struct cost_text {
+  char buf[48];
+  size_t len = 0;
+  explicit cost_text(double usd) {
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, usd, std::chars_format::fixed, 8);
+    len = ec == std::errc() ? static_cast<size_t>(end - buf) : 0;
+  }
+  std::string_view view() const { return {buf, len}; }
+};
 
-awaitable<bool> send_error(http_session& s, const router::error& e, int status_override = 0) {
+task<bool> send_error(http_session& s, const router::error& e, int status_override = 0) {
   const int status = status_override ? status_override : router::info(e.code).http_status;
   co_return co_await s.send(status, openai_error_body(e), json_type);
 }
@@ -44,29 +49,30 @@ struct serving {
   clock::time_point t0;
   std::optional<double> ttft_s;
 
-  // The policy model that serves (or last tried to): the metrics' `model` label.
-  std::string tier(const event_queue* q) const {
+  // The policy model that serves (or last tried to): the metrics' `model` label. (Views into the policy or the
+  // queue's decision, which outlive the request's use of them.)
+  std::string_view tier(const event_queue* q) const {
     if (route) {
       const auto* d = q ? q->decision().get() : nullptr;
       if (d && !d->tier.empty()) return d->tier;
       if (d && !d->attempts.empty()) return d->attempts.back().tier;
-      return route->tiers.empty() ? std::string() : route->tiers.back();
+      return route->tiers.empty() ? std::string_view() : std::string_view(route->tiers.back());
     }
-    return model ? model->name : std::string();
+    return model ? std::string_view(model->name) : std::string_view();
   }
 };
 
 // Reports one finished request: metrics (labels bounded by gateway_metrics) and, for a route, its decision
 // log line.
-void record(serving& sv, const event_queue* q, int status, const router::completion* c) {
+void record(serving& sv, const event_queue* q, int status, const router::completion* c,
+            clock::time_point now = clock::now()) {
   // (The served text goes to the decision log only where the route allows text.)
   auto& state = sv.s.state();
   const router::route_decision* d = sv.route && q ? q->decision().get() : nullptr;
-  const double duration = seconds_since(sv.t0);
+  const double duration = std::chrono::duration<double>(now - sv.t0).count();
   if (state.metrics) {
     request_record r;
-    const std::string tier = sv.tier(q);
-    r.model = tier;
+    r.model = sv.tier(q);
     r.http_status = status;
     r.duration_s = duration;
     r.ttft_s = sv.ttft_s;
@@ -98,32 +104,36 @@ void record(serving& sv, const event_queue* q, int status, const router::complet
 }
 
 // How the request was served, as response headers: x-sluice-route / -tier / -escalated (and why), and with a
-// completion its cost and what the route's baseline would have cost.
-header_list served_headers(const serving& sv, const event_queue& q, const router::completion* c) {
-  header_list h;
+// completion its cost and what the route's baseline would have cost. Written into the connection's header block
+// (cleared first) and returned.
+const header_block& served_headers(const serving& sv, const event_queue& q, const router::completion* c) {
+  header_block& h = sv.s.response_headers();
+  h.clear();
   const router::route_decision* d = q.decision().get();
   if (sv.route) {
-    h.emplace_back("x-sluice-route", sv.route->name);
-    if (d && !d->tier.empty()) h.emplace_back("x-sluice-tier", d->tier);
-    h.emplace_back("x-sluice-escalated", d && d->escalated ? "true" : "false");
-    if (d && d->escalated) h.emplace_back("x-sluice-escalation-reason", router::to_string(d->reason));
-    if (d && d->served_after_failure) h.emplace_back("x-sluice-served-after-failure", "true");
+    h.add("x-sluice-route", sv.route->name);
+    if (d && !d->tier.empty()) h.add("x-sluice-tier", d->tier);
+    h.add("x-sluice-escalated", d && d->escalated ? "true" : "false");
+    if (d && d->escalated) h.add("x-sluice-escalation-reason", router::to_string(d->reason));
+    if (d && d->served_after_failure) h.add("x-sluice-served-after-failure", "true");
   } else {
-    h.emplace_back("x-sluice-tier", sv.tier(&q));
-    h.emplace_back("x-sluice-escalated", "false");
+    h.add("x-sluice-tier", sv.tier(&q));
+    h.add("x-sluice-escalated", "false");
   }
   if (c) {
-    h.emplace_back("x-sluice-cost-usd", cost_header(c->cost_usd));
-    if (d) h.emplace_back("x-sluice-baseline-cost-usd", cost_header(d->baseline_cost_usd));
+    h.add("x-sluice-cost-usd", cost_text(c->cost_usd).view());
+    if (d) h.add("x-sluice-baseline-cost-usd", cost_text(d->baseline_cost_usd).view());
   }
   return h;
 }
 
 // On a stream the cost is known only at the end: sent as trailers announced in the head.
 constexpr std::string_view cost_trailer_names = "x-sluice-cost-usd, x-sluice-baseline-cost-usd";
-header_list cost_trailers(const event_queue& q, const router::completion& c) {
-  header_list t{{"x-sluice-cost-usd", cost_header(c.cost_usd)}};
-  if (const auto* d = q.decision().get()) t.emplace_back("x-sluice-baseline-cost-usd", cost_header(d->baseline_cost_usd));
+const header_block& cost_trailers(http_session& s, const event_queue& q, const router::completion& c) {
+  header_block& t = s.response_headers();
+  t.clear();
+  t.add("x-sluice-cost-usd", cost_text(c.cost_usd).view());
+  if (const auto* d = q.decision().get()) t.add("x-sluice-baseline-cost-usd", cost_text(d->baseline_cost_usd).view());
   return t;
 }
 
@@ -137,14 +147,15 @@ std::string answer_model(const serving& sv, const event_queue& q) {
 
 response_ids ids_for(const serving& sv, const event_queue& q) {
   response_ids ids;
-  ids.id = (sv.req->format == router::wire_format::openai_completions ? "cmpl-" : "chatcmpl-") + sv.s.request_id();
+  ids.id = std::string(sv.req->format == router::wire_format::openai_completions ? "cmpl-" : "chatcmpl-") +
+           sv.s.request_id();
   ids.created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   ids.model = answer_model(sv, q);
   return ids;
 }
 
 // After cancel(), drain until on_done so the backend has let go before the session moves on.
-awaitable<void> drain(event_queue& q) {
+task<void> drain(event_queue& q) {
   for (;;) {
     auto ev = co_await q.next(/*ignore_gone=*/true);
     if (!ev || ev->index() == 1) co_return;
@@ -176,7 +187,7 @@ struct in_flight {
 // The request was interrupted while its backend ran: the client left or a write failed (499); the server cut
 // it at the end of its drain grace, or its deadline (server.request_timeout_ms) passed: a 503 or 504 if nothing
 // was sent yet, else an in-band error event (and the 200 already sent is what the metrics count).
-awaitable<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, bool stream_started) {
+task<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, bool stream_started) {
   gen.cancel();
   co_await drain(q);
   const auto why = q.interrupted();
@@ -213,92 +224,145 @@ awaitable<bool> interrupted(serving& sv, router::generation& gen, event_queue& q
 }
 
 // The backend failed before anything was sent to the client: a proper error status.
-awaitable<bool> fail(serving& sv, const event_queue& q, const router::error& e) {
+task<bool> fail(serving& sv, const event_queue& q, const router::error& e) {
   const int status = router::info(e.code).http_status;
   record(sv, &q, status, nullptr);
-  header_list h = served_headers(sv, q, nullptr);
-  if (!e.retry_after.empty()) h.emplace_back("Retry-After", e.retry_after);
-  if (!e.retry_after_ms.empty()) h.emplace_back("retry-after-ms", e.retry_after_ms);
+  header_block& h = sv.s.response_headers();
+  served_headers(sv, q, nullptr);
+  if (!e.retry_after.empty()) h.add("Retry-After", e.retry_after);
+  if (!e.retry_after_ms.empty()) h.add("retry-after-ms", e.retry_after_ms);
   co_return co_await sv.s.send(status, openai_error_body(e), json_type, h);
 }
 
-awaitable<bool> serve_completion(http_session& s, router::result<router::chat_request> parsed, clock::time_point t0) {
+// `parse` reads the body into the connection's chat request (parse_openai_chat_request or
+// parse_openai_completion_request).
+using request_parser = std::optional<router::error> (*)(std::string&, router::chat_request&);
+
+// The request was refused before any backend started (invalid, or nothing can serve it).
+task<bool> refuse_request(http_session& s, const router::error& e, clock::time_point t0) {
+  request_record r;
+  r.http_status = router::info(e.code).http_status;
+  r.duration_s = seconds_since(t0);
+  if (auto* metrics = s.state().metrics.get()) metrics->record_request(r);
+  co_return co_await send_error(s, e);
+}
+
+task<bool> refuse_dispatch(serving& sv, const router::error& e) {
+  record(sv, nullptr, router::info(e.code).http_status, nullptr);
+  co_return co_await send_error(sv.s, e);
+}
+
+// Errors travel to the refusal coroutines on the heap (rare): an error held in the caller's frame would
+// double its size (Asio recycles frames only under ~1 KB).
+std::unique_ptr<router::error> parse_into(request_parser parse, http_session& s, router::chat_request& req) {
+  std::optional<router::error> invalid = parse(s.request().body, req);
+  return invalid ? std::make_unique<router::error>(std::move(*invalid)) : nullptr;
+}
+
+std::unique_ptr<router::error> dispatch(serving& sv, const std::shared_ptr<event_queue>& queue,
+                                        std::shared_ptr<router::generation>& gen) {
+  auto started = sv.s.state().router->dispatch(sv.req, queue);
+  if (!started) return std::make_unique<router::error>(std::move(started.error()));
+  gen = std::move(*started);
+  return nullptr;
+}
+
+// A chunk a backend sent for a non-streaming request (the local engine streams whatever was asked).
+void accumulate(serving& sv, std::unique_ptr<router::completion>& acc, const router::chunk& c) {
+  if (!c.text.empty() && !sv.ttft_s) sv.ttft_s = seconds_since(sv.t0);
+  if (!acc) acc = std::make_unique<router::completion>();
+  acc->text += c.text;
+  acc->logprobs.insert(acc->logprobs.end(), c.logprobs.begin(), c.logprobs.end());
+}
+
+// The body of a non-streaming answer. A same-wire upstream answer is relayed as is (its buffer moves along);
+// otherwise (local tier, or a completions request answered by a chat upstream) the gateway writes the answer
+// in the request's format.
+std::string answer_body(serving& sv, const event_queue& q, router::completion& c, router::completion* acc,
+                        clock::time_point now) {
+  if (acc) {
+    if (c.text.empty() && !acc->text.empty()) c.text = std::move(acc->text);
+    if (c.logprobs.empty()) c.logprobs = std::move(acc->logprobs);
+  }
+  if (!sv.ttft_s && c.usage_.tokens_output > 0) {
+    sv.ttft_s = std::chrono::duration<double>(now - sv.t0).count();  // an upstream's whole answer
+  }
+  const bool completions_api = sv.req->format == router::wire_format::openai_completions;
+  if (!c.raw.empty() && !completions_api) return std::move(c.raw);
+  if (completions_api) return openai_completion_response(c, *sv.req, ids_for(sv, q));
+  return openai_chat_response(c, *sv.req, ids_for(sv, q));
+}
+
+task<bool> serve_stream(serving& sv, router::generation& gen, event_queue& queue);
+
+// Kept small on purpose: Asio recycles a coroutine frame only when it is under ~1 KB, so the rare paths
+// (refusals, streams, interruptions) live in coroutines of their own and the error strings in plain functions.
+task<bool> serve_completion(http_session& s, request_parser parse, clock::time_point t0) {
   auto& state = s.state();
   const in_flight counted(state.metrics.get());
-  if (!parsed) {
-    request_record r;
-    r.http_status = router::info(parsed.error().code).http_status;
-    r.duration_s = seconds_since(t0);
-    if (state.metrics) state.metrics->record_request(r);
-    co_return co_await send_error(s, parsed.error());
-  }
-  serving sv{s, std::make_shared<router::chat_request>(std::move(*parsed)), nullptr, nullptr, t0, std::nullopt};
+  const std::shared_ptr<router::chat_request>& req = s.reuse_chat_request();
+  if (auto invalid = parse_into(parse, s, *req)) co_return co_await refuse_request(s, *invalid, t0);
+  serving sv{s, req, nullptr, nullptr, t0, std::nullopt};
   sv.req->request_id = s.request_id();
   sv.route = state.policy->find_route(sv.req->model);
   if (!sv.route) sv.model = state.policy->find_model(sv.req->model);
 
-  auto queue = std::make_shared<event_queue>(co_await asio::this_coro::executor);
+  const std::shared_ptr<event_queue>& queue = s.reuse_event_queue();
   if (!sv.route) queue->set_deadline(t0 + state.policy->server.request_timeout);  // a route: its cascade's
-  auto gen = state.router->dispatch(sv.req, queue);
-  if (!gen) {
-    record(sv, nullptr, router::info(gen.error().code).http_status, nullptr);
-    co_return co_await send_error(s, gen.error());
-  }
-  const bool completions_api = sv.req->format == router::wire_format::openai_completions;
+  std::shared_ptr<router::generation> gen;
+  if (auto refused = dispatch(sv, queue, gen)) co_return co_await refuse_dispatch(sv, *refused);
   const client_watch watch(s, queue);
+  if (sv.req->stream) co_return co_await serve_stream(sv, *gen, *queue);
 
-  if (!sv.req->stream) {
-    router::completion acc;  // chunks from backends that stream even for non-streaming requests
-    for (;;) {
-      auto ev = co_await queue->next();
-      if (!ev) co_return co_await interrupted(sv, **gen, *queue, false);
-      if (auto* c = std::get_if<router::chunk>(&*ev)) {
-        if (!c->text.empty() && !sv.ttft_s) sv.ttft_s = seconds_since(t0);
-        acc.text += c->text;
-        acc.logprobs.insert(acc.logprobs.end(), c->logprobs.begin(), c->logprobs.end());
-        continue;
-      }
-      auto& done = std::get<1>(*ev);
-      if (!done) co_return co_await fail(sv, *queue, done.error());
-      router::completion& c = *done;
-      if (c.text.empty() && !acc.text.empty()) c.text = std::move(acc.text);
-      if (c.logprobs.empty()) c.logprobs = std::move(acc.logprobs);
-      if (!sv.ttft_s && c.usage_.tokens_output > 0) sv.ttft_s = seconds_since(t0);  // an upstream's whole answer
-      const auto ids = ids_for(sv, *queue);
-      std::string body;
-      // A same-wire upstream answer is relayed as is; otherwise (local tier, or a completions request answered
-      // by a chat upstream) the gateway writes the answer in the request's format.
-      if (!c.raw.empty() && !completions_api) body = std::move(c.raw);
-      else if (completions_api) body = openai_completion_response(c, *sv.req, ids);
-      else body = openai_chat_response(c, *sv.req, ids);
-      record(sv, queue.get(), 200, &c);
-      co_return co_await s.send(200, std::move(body), json_type, served_headers(sv, *queue, &c));
+  std::unique_ptr<router::completion> acc;  // chunks from backends that stream even for non-streaming requests
+  for (;;) {
+    auto ev = co_await queue->next();
+    if (!ev) co_return co_await interrupted(sv, *gen, *queue, false);
+    if (const auto* c = std::get_if<router::chunk>(&*ev)) {
+      accumulate(sv, acc, *c);
+      continue;
     }
+    auto& done = std::get<1>(*ev);
+    if (!done) co_return co_await fail(sv, *queue, done.error());
+    router::completion& c = *done;
+    const auto now = clock::now();
+    std::string body = answer_body(sv, *queue, c, acc.get(), now);
+    record(sv, queue.get(), 200, &c, now);
+    const bool again = co_await s.send(200, std::move(body), json_type, served_headers(sv, *queue, &c));
+    give_buffer(std::move(c.text));  // (recycled buffers the upstream parse filled: recycler.h)
+    give_buffer(std::move(c.model));
+    co_return again;
   }
+}
 
-  // Streaming. Until the first event, a failure is still a proper error status.
+task<bool> serve_stream(serving& sv, router::generation& gen, event_queue& queue) {
+  http_session& s = sv.s;
+  const bool completions_api = sv.req->format == router::wire_format::openai_completions;
+  auto* q = &queue;
+  // Until the first event, a failure is still a proper error status.
   bool started = false;
   bool first_chunk = true;
   bool relayed_raw = false;
   response_ids ids;
   for (;;) {
-    auto ev = co_await queue->next();
-    if (!ev) co_return co_await interrupted(sv, **gen, *queue, started);
+    auto ev = co_await q->next();
+    if (!ev) co_return co_await interrupted(sv, gen, *q, started);
     if (!started) {
-      if (auto* done = std::get_if<1>(&*ev); done && !*done) co_return co_await fail(sv, *queue, done->error());
+      if (auto* done = std::get_if<1>(&*ev); done && !*done) co_return co_await fail(sv, *q, done->error());
       started = true;
-      ids = ids_for(sv, *queue);
-      if (!co_await s.sse_begin(served_headers(sv, *queue, nullptr), cost_trailer_names)) {
-        co_return co_await interrupted(sv, **gen, *queue, started);
+      ids = ids_for(sv, *q);
+      if (!co_await s.sse_begin(served_headers(sv, *q, nullptr), cost_trailer_names)) {
+        co_return co_await interrupted(sv, gen, *q, started);
       }
     }
     if (auto* c = std::get_if<router::chunk>(&*ev)) {
-      if (!sv.ttft_s && !c->text.empty()) sv.ttft_s = seconds_since(t0);
+      if (!sv.ttft_s && !c->text.empty()) sv.ttft_s = seconds_since(sv.t0);
       bool ok = true;
       if (!c->raw.empty() && c->raw_format == sv.req->format) {
         if (c->usage_only && !sv.req->include_usage) continue;  // we asked upstream for usage; the client did not
         relayed_raw = true;
         ok = co_await s.sse_send(c->raw);
+        give_buffer(std::move(c->raw));  // (a recycled buffer the upstream filled: recycler.h)
       } else if (c->usage_only) {
         continue;  // an upstream's usage chunk in another format: the gateway writes its own below
       } else if (!c->text.empty() || c->finish || first_chunk) {
@@ -307,7 +371,7 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
         ok = co_await s.sse_send(json);
         first_chunk = false;
       }
-      if (!ok) co_return co_await interrupted(sv, **gen, *queue, started);
+      if (!ok) co_return co_await interrupted(sv, gen, *q, started);
       continue;
     }
     auto& done = std::get<1>(*ev);
@@ -316,7 +380,7 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
       // metrics count the 200 the client got; sluice_upstream_errors_total says what broke.
       co_await s.sse_send(openai_error_body(done.error()));
       co_await s.sse_send("[DONE]");
-      record(sv, queue.get(), 200, nullptr);
+      record(sv, q, 200, nullptr);
       co_return co_await s.sse_end();
     }
     router::completion& c = *done;
@@ -324,18 +388,18 @@ awaitable<bool> serve_completion(http_session& s, router::result<router::chat_re
       co_await s.sse_send(openai_usage_chunk_json(c.usage_, ids, completions_api));
     }
     co_await s.sse_send("[DONE]");
-    record(sv, queue.get(), 200, &c);
-    co_return co_await s.sse_end(cost_trailers(*queue, c));
+    record(sv, q, 200, &c);
+    co_return co_await s.sse_end(cost_trailers(s, *q, c));
   }
 }
 
 // POST /v1/feedback: an outcome for a recent routed request, appended to the decision log. (Errors are named
 // locals before they are awaited on: g++ 12 mishandles temporaries with strings inside co_await expressions.)
-awaitable<bool> post_feedback(http_session& s) {
+task<bool> post_feedback(http_session& s) {
   auto& state = s.state();
   const char* result = "recorded";
   std::optional<router::error> problem;
-  auto f = parse_feedback(std::move(s.request().body()));
+  auto f = parse_feedback(std::move(s.request().body));
   if (!f) {
     result = "invalid";
     problem = f.error();
@@ -396,7 +460,7 @@ void append_model_object(std::string& out, std::string_view id, std::string_view
   out += '}';
 }
 
-awaitable<bool> list_models(http_session& s) {
+task<bool> list_models(http_session& s) {
   std::string out = "{\"object\":\"list\",\"data\":[";
   bool first = true;
   for (const auto& m : s.state().policy->models) {
@@ -440,7 +504,7 @@ std::optional<std::string> percent_decode(std::string_view s) {
 constexpr std::string_view model_name_chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/-";
 
 // GET /v1/models/{id} (the SDKs' models.retrieve): a model or route of the policy, else 404 model_not_found.
-awaitable<bool> retrieve_model(http_session& s, std::string_view encoded_id) {
+task<bool> retrieve_model(http_session& s, std::string_view encoded_id) {
   const auto& policy = *s.state().policy;
   const std::optional<std::string> id = percent_decode(encoded_id);
   std::string out;
@@ -460,7 +524,7 @@ awaitable<bool> retrieve_model(http_session& s, std::string_view encoded_id) {
 
 // A request no endpoint takes (an unknown path, a wrong method): counted with model "unknown".
 // (By value: the callers' temporaries are gone when the coroutine runs.)
-awaitable<bool> refuse(http_session& s, int status, router::error e, header_list headers, clock::time_point t0) {
+task<bool> refuse(http_session& s, int status, router::error e, header_block headers, clock::time_point t0) {
   if (auto* metrics = s.state().metrics.get()) {
     request_record r;
     r.http_status = status;
@@ -470,72 +534,91 @@ awaitable<bool> refuse(http_session& s, int status, router::error e, header_list
   co_return co_await s.send(status, openai_error_body(e), json_type, headers);
 }
 
+enum class endpoint_id { chat, completions, feedback, models, healthz, readyz, metrics, model, not_allowed, not_found };
+
 struct endpoint {
   std::string_view path;
   http::verb verb;
+  endpoint_id id;
 };
-// (At namespace scope: g++ 12 cannot hold a local array in a coroutine frame.)
 constexpr endpoint endpoints[] = {
-    {"/v1/chat/completions", http::verb::post}, {"/v1/completions", http::verb::post},
-    {"/v1/feedback", http::verb::post},
-    {"/v1/models", http::verb::get},           {"/healthz", http::verb::get},
-    {"/readyz", http::verb::get},              {"/metrics", http::verb::get},
+    {"/v1/chat/completions", http::verb::post, endpoint_id::chat},
+    {"/v1/completions", http::verb::post, endpoint_id::completions},
+    {"/v1/feedback", http::verb::post, endpoint_id::feedback},
+    {"/v1/models", http::verb::get, endpoint_id::models},
+    {"/healthz", http::verb::get, endpoint_id::healthz},
+    {"/readyz", http::verb::get, endpoint_id::readyz},
+    {"/metrics", http::verb::get, endpoint_id::metrics},
 };
+constexpr std::string_view models_prefix = "/v1/models/";
+
+// Which endpoint takes the request: the path without its query; HEAD is GET without the body
+// (http_session::send leaves it out). For not_allowed, `allowed` is the endpoint's path and method.
+endpoint_id route_of(const incoming_request& req, std::string_view& target, const endpoint*& allowed) {
+  target = req.target;
+  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+  const bool get_or_head = req.method == http::verb::get || req.method == http::verb::head;
+  for (const endpoint& ep : endpoints) {
+    if (target != ep.path) continue;
+    if (req.method == ep.verb || (ep.verb == http::verb::get && get_or_head)) return ep.id;
+    allowed = &ep;
+    return endpoint_id::not_allowed;
+  }
+  if (target.starts_with(models_prefix) && target.size() > models_prefix.size()) {
+    if (get_or_head) return endpoint_id::model;
+    static constexpr endpoint retrieve{"/v1/models/{model}", http::verb::get, endpoint_id::model};
+    allowed = &retrieve;
+    return endpoint_id::not_allowed;
+  }
+  return endpoint_id::not_found;
+}
+
+task<bool> refuse_method(http_session& s, const endpoint& allowed, clock::time_point t0) {
+  router::error e{router::errc::bad_request, "Method " + std::string(s.request().method_string()) +
+                                                 " is not allowed on " + std::string(allowed.path) + "."};
+  header_block allow;
+  const auto verb_name = http::to_string(allowed.verb);
+  allow.add("Allow", allowed.verb == http::verb::get ? std::string_view("GET, HEAD")
+                                                     : std::string_view(verb_name.data(), verb_name.size()));
+  co_return co_await refuse(s, 405, std::move(e), std::move(allow), t0);
+}
+
+task<bool> refuse_path(http_session& s, std::string_view target, clock::time_point t0) {
+  std::string msg = "Invalid URL (" + std::string(s.request().method_string()) + " " + std::string(target) + ").";
+  router::error e{router::errc::bad_request, std::move(msg)};
+  co_return co_await refuse(s, 404, std::move(e), {}, t0);
+}
+
+task<bool> readyz(http_session& s) {
+  const bool ready = s.state().ready.load();
+  std::string body = ready ? "{\"status\":\"ready\"}" : "{\"status\":\"starting\"}";
+  co_return co_await s.send(ready ? 200 : 503, std::move(body), json_type);
+}
+
+task<bool> metrics_text(http_session& s) {
+  std::string text = s.state().metrics ? s.state().metrics->expose() : std::string();
+  co_return co_await s.send(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
+}
 
 }  // namespace
 
-awaitable<bool> handle_request(http_session& s) {
+task<bool> handle_request(http_session& s) {
   const auto t0 = clock::now();
-  auto& req = s.request();
-  std::string_view target = req.target();
-  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-  const auto method = req.method();
-  // HEAD is GET without the body (http_session::send leaves it out).
-  const bool get_or_head = method == http::verb::get || method == http::verb::head;
-  auto route = [&](std::string_view path, http::verb want) -> int {  // 1 = match, 0 = other path, -1 = bad method
-    if (target != path) return 0;
-    return method == want || (want == http::verb::get && get_or_head) ? 1 : -1;
-  };
-  auto not_allowed = [&](std::string_view path, http::verb allowed) {
-    router::error e{router::errc::bad_request, "Method " + std::string(req.method_string()) +
-                                                   " is not allowed on " + std::string(path) + "."};
-    header_list allow;
-    allow.emplace_back("Allow", allowed == http::verb::get ? std::string("GET, HEAD")
-                                                           : std::string(http::to_string(allowed)));
-    return refuse(s, 405, e, allow, t0);
-  };
-
-  for (size_t i = 0; i < std::size(endpoints); ++i) {  // (no range-for over an array: g++ 12 coroutine bug)
-    const endpoint& ep = endpoints[i];
-    const int m = route(ep.path, ep.verb);
-    if (m == 0) continue;
-    if (m < 0) co_return co_await not_allowed(ep.path, ep.verb);
-    if (ep.path == "/v1/chat/completions") {
-      co_return co_await serve_completion(s, parse_openai_chat_request(std::move(req.body())), t0);
-    }
-    if (ep.path == "/v1/completions") {
-      co_return co_await serve_completion(s, parse_openai_completion_request(std::move(req.body())), t0);
-    }
-    if (ep.path == "/v1/models") co_return co_await list_models(s);
-    if (ep.path == "/v1/feedback") co_return co_await post_feedback(s);
-    if (ep.path == "/healthz") co_return co_await s.send(200, "{\"status\":\"ok\"}", json_type);
-    if (ep.path == "/readyz") {
-      const bool ready = s.state().ready.load();
-      std::string body = ready ? "{\"status\":\"ready\"}" : "{\"status\":\"starting\"}";
-      co_return co_await s.send(ready ? 200 : 503, std::move(body), json_type);
-    }
-    if (ep.path == "/metrics") {
-      std::string text = s.state().metrics ? s.state().metrics->expose() : std::string();
-      co_return co_await s.send(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
-    }
+  std::string_view target;
+  const endpoint* allowed = nullptr;
+  switch (route_of(s.request(), target, allowed)) {
+    case endpoint_id::chat: co_return co_await serve_completion(s, &parse_openai_chat_request, t0);
+    case endpoint_id::completions: co_return co_await serve_completion(s, &parse_openai_completion_request, t0);
+    case endpoint_id::feedback: co_return co_await post_feedback(s);
+    case endpoint_id::models: co_return co_await list_models(s);
+    case endpoint_id::healthz: co_return co_await s.send(200, "{\"status\":\"ok\"}", json_type);
+    case endpoint_id::readyz: co_return co_await readyz(s);
+    case endpoint_id::metrics: co_return co_await metrics_text(s);
+    case endpoint_id::model: co_return co_await retrieve_model(s, target.substr(models_prefix.size()));
+    case endpoint_id::not_allowed: co_return co_await refuse_method(s, *allowed, t0);
+    case endpoint_id::not_found: break;
   }
-  if (constexpr std::string_view models = "/v1/models/"; target.starts_with(models) && target.size() > models.size()) {
-    if (!get_or_head) co_return co_await not_allowed("/v1/models/{model}", http::verb::get);
-    co_return co_await retrieve_model(s, target.substr(models.size()));
-  }
-  std::string msg = "Invalid URL (" + std::string(req.method_string()) + " " + std::string(target) + ").";
-  router::error e{router::errc::bad_request, std::move(msg)};
-  co_return co_await refuse(s, 404, e, {}, t0);
+  co_return co_await refuse_path(s, target, t0);
 }
 
 }  // namespace sluice::gateway

@@ -2,9 +2,9 @@
 // and serialise what comes back (JSON or SSE). No routing or cost logic here.
 #pragma once
 
-#include <boost/asio/awaitable.hpp>
 #include <memory>
 
+#include "http/executor.h"
 #include "server_state.h"
 
 namespace sluice::gateway {
@@ -12,6 +12,6 @@ namespace sluice::gateway {
 class http_session;
 
 // Handles the request in `s`. Returns false when the connection must close afterwards.
-boost::asio::awaitable<bool> handle_request(http_session& s);
+task<bool> handle_request(http_session& s);
 
 }  // namespace sluice::gateway

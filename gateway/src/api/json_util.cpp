@@ -208,4 +208,51 @@ size_t find_top_level_close(std::string_view s) {
   return end - 1;
 }
 
+bool member_positions_from_structurals(std::string_view s, const uint32_t* idx, size_t n,
+                                       std::vector<json_member_pos>& out, size_t& object_end) {
+  out.clear();
+  auto at = [&](size_t k) -> char { return idx[k] < s.size() ? s[idx[k]] : '\0'; };
+  if (n < 2 || at(0) != '{' || at(n - 1) != '}') return false;
+  for (size_t k = 1; k < n; ++k) {
+    if (idx[k] <= idx[k - 1]) return false;  // positions ascend
+  }
+  object_end = idx[n - 1];
+  if (n == 2) return true;  // {}
+  size_t k = 1;
+  for (;;) {
+    // key ':' value (',' | '}')
+    if (k + 2 >= n || at(k) != '"' || at(k + 1) != ':') return false;
+    json_member_pos m;
+    m.key_begin = idx[k];
+    m.value_begin = idx[k + 2];
+    size_t next = 0;
+    const char first = at(k + 2);
+    if (first == '{' || first == '[') {
+      int depth = 0;  // the matching close: strings and scalars inside are single entries, never brackets
+      size_t j = k + 2;
+      for (; j < n; ++j) {
+        const char c = at(j);
+        if (c == '{' || c == '[') ++depth;
+        else if ((c == '}' || c == ']') && --depth == 0) break;
+      }
+      if (j >= n - 1) return false;
+      m.value_end = idx[j] + 1;
+      next = j + 1;
+    } else {
+      // A string or scalar ends before the ',' or '}' that follows it, less any whitespace.
+      next = k + 3;
+      if (next >= n) return false;
+      size_t end = idx[next];
+      while (end > m.value_begin && (s[end - 1] == ' ' || s[end - 1] == '\t' || s[end - 1] == '\n' || s[end - 1] == '\r')) {
+        --end;
+      }
+      m.value_end = end;
+    }
+    out.push_back(m);
+    if (at(next) == '}') return next == n - 1;
+    if (at(next) != ',') return false;
+    k = next + 1;
+  }
+}
+
 }  // namespace sluice::gateway

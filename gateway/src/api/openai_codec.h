@@ -4,6 +4,8 @@
 // sockets.
 #pragma once
 
+#include <array>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -16,6 +18,12 @@ namespace sluice::gateway {
 router::result<router::chat_request> parse_openai_chat_request(std::string body);
 // POST /v1/completions (legacy text completions): prompt must be a string.
 router::result<router::chat_request> parse_openai_completion_request(std::string body);
+// The same, into a chat_request that is reused (its strings and message list keep their memory; every field is
+// set anew). On success `out.raw_body` holds the body and `body` gets out's previous body buffer, emptied, so a
+// connection passes the same two buffers back and forth. The chat form also records where "model" and
+// "stream_options" are in the body (chat_request::raw_model, ...).
+std::optional<router::error> parse_openai_chat_request(std::string& body, router::chat_request& out);
+std::optional<router::error> parse_openai_completion_request(std::string& body, router::chat_request& out);
 
 // The body for an OpenAI chat upstream: the client's body with "model" set to `upstream_model` and every
 // other byte kept; a legacy completions request becomes a chat request (its prompt one user message, its
@@ -23,6 +31,23 @@ router::result<router::chat_request> parse_openai_completion_request(std::string
 // stream_options.include_usage (so the gateway can account for it even when the client did not).
 std::string make_openai_upstream_body(const router::chat_request& req, std::string_view upstream_model,
                                       bool force_stream_usage);
+
+// The same body for a chat request, as pieces to write one after the other: the client's bytes around what
+// changes (the model; for a stream that must ask for usage, stream_options), none of them copied. `model_json`
+// is the upstream model as a JSON string literal; new bytes other than it go into `scratch`. Returns false when
+// the request has no recorded spans (a completions request, or one not made by the parser): then use
+// make_openai_upstream_body.
+struct body_pieces {
+  std::array<std::string_view, 5> piece;
+  size_t count = 0;
+  size_t size() const {
+    size_t n = 0;
+    for (size_t i = 0; i < count; ++i) n += piece[i].size();
+    return n;
+  }
+};
+bool openai_upstream_body_pieces(const router::chat_request& req, std::string_view model_json,
+                                 bool force_stream_usage, std::string& scratch, body_pieces& out);
 
 // {"error":{"message","type","param","code"}}
 std::string openai_error_body(const router::error& e);

@@ -1,7 +1,10 @@
-// Parsing and validating OpenAI requests (chat completions and legacy completions) into chat_request.
+// Parsing and validating OpenAI requests (chat completions and legacy completions) into chat_request, and the
+// body a same-wire upstream gets. The hot path builds no strings but the request's own: field names for error
+// messages are only written when there is an error, and a reused chat_request keeps its memory.
 #include <simdjson.h>
 
 #include <algorithm>
+#include <array>
 #include <string>
 #include <vector>
 
@@ -52,7 +55,11 @@ bool is_number(element e) {
 // pass over the DOM; the field path ("messages[0].content[1].type") is built only for the error.
 class duplicate_key_check {
  public:
+  // Reused per thread: its lists keep their memory between requests.
   std::optional<error> run(element root) {
+    steps_.clear();
+    keys_.clear();
+    path_.clear();
     if (!visit(root)) return bad("Duplicate key '" + path_ + "' in the request body.", path_);
     return std::nullopt;
   }
@@ -160,25 +167,43 @@ std::optional<error> read_bool(element v, std::string_view name, bool& out) {
   return std::nullopt;
 }
 
-std::optional<error> read_content(element v, const std::string& param, router::message& m) {
+// "messages[i]" + suffix: the name of a message's field, written only for an error message.
+std::string message_param(size_t index, std::string_view suffix = {}) {
+  std::string p = "messages[" + std::to_string(index) + "]";
+  p += suffix;
+  return p;
+}
+
+// messages[i].content[k]
+std::string part_param(size_t index, size_t part, std::string_view suffix = {}) {
+  std::string p = message_param(index, ".content[") + std::to_string(part) + "]";
+  p += suffix;
+  return p;
+}
+
+std::optional<error> read_content(element v, size_t index, router::message& m) {
   if (v.type() == element_type::STRING) {
-    m.content = std::string(std::string_view(v));
+    m.content.assign(std::string_view(v));
     return std::nullopt;
   }
-  if (v.type() != element_type::ARRAY) return wrong_type(param, "string or array of content parts", v);
+  if (v.type() != element_type::ARRAY) return wrong_type(message_param(index, ".content"), "string or array of content parts", v);
   size_t k = 0;
   for (element part : simdjson::dom::array(v)) {
-    const std::string pp = param + "[" + std::to_string(k++) + "]";
-    if (part.type() != element_type::OBJECT) return wrong_type(pp, "object", part);
+    const size_t pk = k++;
+    if (part.type() != element_type::OBJECT) return wrong_type(part_param(index, pk), "object", part);
     object po(part);
     element type;
-    if (po["type"].get(type) != simdjson::SUCCESS) return bad("Missing required parameter: '" + pp + ".type'.", pp + ".type");
-    if (type.type() != element_type::STRING) return wrong_type(pp + ".type", "string", type);
+    if (po["type"].get(type) != simdjson::SUCCESS) {
+      return bad("Missing required parameter: '" + part_param(index, pk, ".type") + "'.", part_param(index, pk, ".type"));
+    }
+    if (type.type() != element_type::STRING) return wrong_type(part_param(index, pk, ".type"), "string", type);
     const std::string_view t(type);
     if (t == "text") {
       element text;
-      if (po["text"].get(text) != simdjson::SUCCESS) return bad("Missing required parameter: '" + pp + ".text'.", pp + ".text");
-      if (text.type() != element_type::STRING) return wrong_type(pp + ".text", "string", text);
+      if (po["text"].get(text) != simdjson::SUCCESS) {
+        return bad("Missing required parameter: '" + part_param(index, pk, ".text") + "'.", part_param(index, pk, ".text"));
+      }
+      if (text.type() != element_type::STRING) return wrong_type(part_param(index, pk, ".text"), "string", text);
       m.content += std::string_view(text);
     } else {
       ++m.parts_non_text;
@@ -188,14 +213,26 @@ std::optional<error> read_content(element v, const std::string& param, router::m
 }
 
 std::optional<error> read_message(element v, size_t index, router::message& m) {
-  const std::string param = "messages[" + std::to_string(index) + "]";
-  if (v.type() != element_type::OBJECT) return wrong_type(param, "object", v);
-  object obj(v);
-  element role;
-  if (obj["role"].get(role) != simdjson::SUCCESS) {
-    return bad("Missing required parameter: '" + param + ".role'.", param + ".role");
+  if (v.type() != element_type::OBJECT) return wrong_type(message_param(index), "object", v);
+  // The members read, in one pass (keys are unique: duplicates were refused); checked below in the order the
+  // errors have always been reported in: role, content, then name and tool_call_id as they appear, tool_calls.
+  element role, content, tool_calls, name, tool_call_id;
+  bool has_role = false, has_content = false, has_tool_calls = false, has_name = false, has_tool_call_id = false;
+  bool name_first = true;
+  for (auto field : object(v)) {
+    if (field.key == "role") has_role = (role = field.value, true);
+    else if (field.key == "content") has_content = (content = field.value, !content.is_null());
+    else if (field.key == "tool_calls") has_tool_calls = (tool_calls = field.value, !tool_calls.is_null());
+    else if (field.key == "name") has_name = (name = field.value, true);
+    else if (field.key == "tool_call_id") {
+      has_tool_call_id = (tool_call_id = field.value, true);
+      name_first = has_name;
+    }
   }
-  if (role.type() != element_type::STRING) return wrong_type(param + ".role", "string", role);
+  if (!has_role) {
+    return bad("Missing required parameter: '" + message_param(index, ".role") + "'.", message_param(index, ".role"));
+  }
+  if (role.type() != element_type::STRING) return wrong_type(message_param(index, ".role"), "string", role);
   const std::string_view r(role);
   if (r == "system") m.role_ = router::role::system;
   else if (r == "developer") m.role_ = router::role::developer;
@@ -203,32 +240,35 @@ std::optional<error> read_message(element v, size_t index, router::message& m) {
   else if (r == "assistant") m.role_ = router::role::assistant;
   else if (r == "tool" || r == "function") m.role_ = router::role::tool;
   else {
-    return bad("Invalid value for '" + param + ".role': '" + std::string(r) +
+    return bad("Invalid value for '" + message_param(index, ".role") + "': '" + std::string(r) +
                    "'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.",
-               param + ".role");
+               message_param(index, ".role"));
   }
-  element content;
-  const bool has_content = obj["content"].get(content) == simdjson::SUCCESS && !content.is_null();
-  element tool_calls;
-  const bool has_tool_calls = obj["tool_calls"].get(tool_calls) == simdjson::SUCCESS && !tool_calls.is_null();
   if (has_content) {
-    if (auto e = read_content(content, param + ".content", m)) return e;
+    if (auto e = read_content(content, index, m)) return e;
   } else if (m.role_ != router::role::assistant) {
-    return bad("Missing required parameter: '" + param + ".content'.", param + ".content");
+    return bad("Missing required parameter: '" + message_param(index, ".content") + "'.", message_param(index, ".content"));
   }
-  for (auto field : obj) {
-    if (field.key == "name") {
-      if (field.value.type() != element_type::STRING) return wrong_type(param + ".name", "string", field.value);
-      m.name = std::string(std::string_view(field.value));
-    } else if (field.key == "tool_call_id") {
-      if (field.value.type() != element_type::STRING) return wrong_type(param + ".tool_call_id", "string", field.value);
-      m.tool_call_id = std::string(std::string_view(field.value));
+  auto read_name = [&]() -> std::optional<error> {
+    if (!has_name) return std::nullopt;
+    if (name.type() != element_type::STRING) return wrong_type(message_param(index, ".name"), "string", name);
+    m.name.assign(std::string_view(name));
+    return std::nullopt;
+  };
+  auto read_tool_call_id = [&]() -> std::optional<error> {
+    if (!has_tool_call_id) return std::nullopt;
+    if (tool_call_id.type() != element_type::STRING) {
+      return wrong_type(message_param(index, ".tool_call_id"), "string", tool_call_id);
     }
-  }
+    m.tool_call_id.assign(std::string_view(tool_call_id));
+    return std::nullopt;
+  };
+  if (auto e = name_first ? read_name() : read_tool_call_id()) return e;
+  if (auto e = name_first ? read_tool_call_id() : read_name()) return e;
   if (has_tool_calls) {
-    if (tool_calls.type() != element_type::ARRAY) return wrong_type(param + ".tool_calls", "array", tool_calls);
+    if (tool_calls.type() != element_type::ARRAY) return wrong_type(message_param(index, ".tool_calls"), "array", tool_calls);
     for (element tc : simdjson::dom::array(tool_calls)) {
-      if (tc.type() != element_type::OBJECT) return wrong_type(param + ".tool_calls[]", "object", tc);
+      if (tc.type() != element_type::OBJECT) return wrong_type(message_param(index, ".tool_calls[]"), "object", tc);
       router::tool_call call;
       std::string_view s;
       if (tc["id"].get_string().get(s) == simdjson::SUCCESS) call.id = s;
@@ -240,35 +280,86 @@ std::optional<error> read_message(element v, size_t index, router::message& m) {
   return std::nullopt;
 }
 
+// A message slot of a reused request, back to a fresh state with its strings' memory kept.
+void reset_message(router::message& m) {
+  router::message fresh;
+  fresh.content = std::move(m.content);
+  fresh.content.clear();
+  fresh.name = std::move(m.name);
+  fresh.name.clear();
+  fresh.tool_call_id = std::move(m.tool_call_id);
+  fresh.tool_call_id.clear();
+  m = std::move(fresh);
+}
+
+// The top-level members the parser reads, found in one pass over the object (duplicate keys were rejected
+// before, so the first match is the only one): a lookup is then an index, not a search over the keys.
+enum class key { model, messages, prompt, temperature, top_p, min_p, top_k, frequency_penalty, presence_penalty, seed, max_tokens, max_completion_tokens, n, stop, stream, stream_options, user, logprobs, top_logprobs, response_format, tools, echo, count_ };
+constexpr std::string_view key_names[] = {"model", "messages", "prompt", "temperature", "top_p", "min_p", "top_k", "frequency_penalty", "presence_penalty", "seed", "max_tokens", "max_completion_tokens", "n", "stop", "stream", "stream_options", "user", "logprobs", "top_logprobs", "response_format", "tools", "echo"};
+static_assert(std::size(key_names) == static_cast<size_t>(key::count_));
+
+class top_members {
+ public:
+  top_members() = default;
+  explicit top_members(object doc) : doc_(doc) {
+    for (auto field : doc) {
+      for (size_t k = 0; k < std::size(key_names); ++k) {
+        if (field.key == key_names[k]) {
+          values_[k] = field.value;
+          present_ |= uint32_t{1} << k;
+          break;
+        }
+      }
+    }
+  }
+  // As simdjson's object[] for these keys: SUCCESS and the value, or NO_SUCH_FIELD.
+  struct lookup {
+    const top_members* m;
+    size_t k;
+    simdjson::error_code get(element& out) const {
+      if (!((m->present_ >> k) & 1)) return simdjson::NO_SUCH_FIELD;
+      out = m->values_[k];
+      return simdjson::SUCCESS;
+    }
+  };
+  lookup operator[](key k) const { return {this, static_cast<size_t>(k)}; }
+  object whole() const { return doc_; }
+
+ private:
+  object doc_;
+  std::array<element, std::size(key_names)> values_;
+  uint32_t present_ = 0;
+};
+
 // Fields shared by chat and legacy completions.
-std::optional<error> read_common(object doc, router::chat_request& req) {
+std::optional<error> read_common(const top_members& doc, router::chat_request& req) {
   element v;
   std::optional<double> d;
   std::optional<int64_t> i;
-  if (doc["temperature"].get(v) == simdjson::SUCCESS) {
+  if (doc[key::temperature].get(v) == simdjson::SUCCESS) {
     if (auto e = read_number(v, "temperature", 0.0, 2.0, req.sampling.temperature)) return e;
   }
-  if (doc["top_p"].get(v) == simdjson::SUCCESS) {
+  if (doc[key::top_p].get(v) == simdjson::SUCCESS) {
     if (auto e = read_number(v, "top_p", 0.0, 1.0, req.sampling.top_p)) return e;
   }
-  if (doc["min_p"].get(v) == simdjson::SUCCESS) {
+  if (doc[key::min_p].get(v) == simdjson::SUCCESS) {
     if (auto e = read_number(v, "min_p", 0.0, 1.0, req.sampling.min_p)) return e;
   }
-  if (doc["top_k"].get(v) == simdjson::SUCCESS) {
+  if (doc[key::top_k].get(v) == simdjson::SUCCESS) {
     if (auto e = read_int(v, "top_k", 0, 1'000'000, i)) return e;
     if (i) req.sampling.top_k = static_cast<int>(*i);
   }
-  if (doc["frequency_penalty"].get(v) == simdjson::SUCCESS) {
+  if (doc[key::frequency_penalty].get(v) == simdjson::SUCCESS) {
     if (auto e = read_number(v, "frequency_penalty", -2.0, 2.0, d)) return e;
     req.sampling.frequency_penalty = d.value_or(0.0);
     d.reset();
   }
-  if (doc["presence_penalty"].get(v) == simdjson::SUCCESS) {
+  if (doc[key::presence_penalty].get(v) == simdjson::SUCCESS) {
     if (auto e = read_number(v, "presence_penalty", -2.0, 2.0, d)) return e;
     req.sampling.presence_penalty = d.value_or(0.0);
     d.reset();
   }
-  if (doc["seed"].get(v) == simdjson::SUCCESS && !v.is_null()) {
+  if (doc[key::seed].get(v) == simdjson::SUCCESS && !v.is_null()) {
     int64_t s = 0;
     uint64_t u = 0;
     if (v.get_int64().get(s) == simdjson::SUCCESS) req.sampling.seed = static_cast<uint64_t>(s);
@@ -276,19 +367,20 @@ std::optional<error> read_common(object doc, router::chat_request& req) {
     else return wrong_type("seed", "integer", v);
   }
   // max_completion_tokens supersedes max_tokens in the current API; both are accepted.
-  for (const char* name : {"max_tokens", "max_completion_tokens"}) {
-    if (doc[name].get(v) == simdjson::SUCCESS) {
+  for (const key k : {key::max_tokens, key::max_completion_tokens}) {
+    const std::string_view name = key_names[static_cast<size_t>(k)];
+    if (doc[k].get(v) == simdjson::SUCCESS) {
       i.reset();
       if (auto e = read_int(v, name, 1, 100'000'000, i)) return e;
       if (i) req.max_output_tokens = static_cast<int>(*i);
     }
   }
-  if (doc["n"].get(v) == simdjson::SUCCESS) {
+  if (doc[key::n].get(v) == simdjson::SUCCESS) {
     i.reset();
     if (auto e = read_int(v, "n", 1, 128, i)) return e;
     req.n = static_cast<int>(i.value_or(1));
   }
-  if (doc["stop"].get(v) == simdjson::SUCCESS && !v.is_null()) {
+  if (doc[key::stop].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (v.type() == element_type::STRING) {
       req.stop.emplace_back(std::string_view(v));
     } else if (v.type() == element_type::ARRAY) {
@@ -304,10 +396,10 @@ std::optional<error> read_common(object doc, router::chat_request& req) {
       if (s.empty()) return bad("'stop' sequences must not be empty.", "stop");
     }
   }
-  if (doc["stream"].get(v) == simdjson::SUCCESS) {
+  if (doc[key::stream].get(v) == simdjson::SUCCESS) {
     if (auto e = read_bool(v, "stream", req.stream)) return e;
   }
-  if (doc["stream_options"].get(v) == simdjson::SUCCESS && !v.is_null()) {
+  if (doc[key::stream_options].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (v.type() != element_type::OBJECT) return wrong_type("stream_options", "object", v);
     if (!req.stream) return bad("'stream_options' is only allowed when 'stream' is true.", "stream_options");
     element u;
@@ -315,16 +407,47 @@ std::optional<error> read_common(object doc, router::chat_request& req) {
       if (auto e = read_bool(u, "stream_options.include_usage", req.include_usage)) return e;
     }
   }
-  if (doc["user"].get(v) == simdjson::SUCCESS && !v.is_null() && v.type() != element_type::STRING) {
+  if (doc[key::user].get(v) == simdjson::SUCCESS && !v.is_null() && v.type() != element_type::STRING) {
     return wrong_type("user", "string", v);
   }
   return std::nullopt;
 }
 
+// The parser of this thread; its memory is reused by every request the thread parses.
+simdjson::dom::parser& thread_parser() {
+  thread_local simdjson::dom::parser parser;
+  return parser;
+}
+
+// Where "model" and "stream_options" sit in `body`, from the structure the parse found (no pass over the bytes;
+// member i of the DOM is member i of the text, so keys are compared unescaped, as the DOM read them).
+void record_spans(std::string_view body, object doc, router::chat_request& req) {
+  thread_local std::vector<json_member_pos> members;
+  const auto& impl = thread_parser().implementation;
+  size_t close = 0;
+  if (!impl || !member_positions_from_structurals(body, impl->structural_indexes.get(), impl->n_structural_indexes,
+                                                  members, close)) {
+    return;  // (cannot happen for a document this parser validated; the backend would scan the body instead)
+  }
+  size_t i = 0;
+  for (auto field : doc) {
+    if (i >= members.size()) return;
+    const json_member_pos& m = members[i++];
+    if (field.key == "model") req.raw_model = {m.value_begin, m.value_end};
+    else if (field.key == "stream_options") req.raw_stream_options = {m.value_begin, m.value_end};
+  }
+  if (i != members.size()) {
+    req.raw_model = {};
+    req.raw_stream_options = {};
+    return;
+  }
+  req.raw_object_end = close;
+}
+
 // Parses `body` (padded in place), checks the top level and reads `model` into req. On success `doc` is the
 // root object; it stays valid until this thread parses the next request.
-std::optional<error> parse_document(std::string& body, object& doc, router::chat_request& req) {
-  thread_local simdjson::dom::parser parser;
+std::optional<error> parse_document(std::string& body, top_members& doc, router::chat_request& req) {
+  simdjson::dom::parser& parser = thread_parser();
   const size_t len = body.size();
   body.reserve(len + simdjson::SIMDJSON_PADDING);
   element root;
@@ -335,50 +458,74 @@ std::optional<error> parse_document(std::string& body, object& doc, router::chat
   if (root.type() != element_type::OBJECT) {
     return bad("The request body must be a JSON object, got " + std::string(type_name(root.type())) + ".");
   }
-  if (auto e = duplicate_key_check().run(root)) return e;
-  doc = object(root);
+  thread_local duplicate_key_check duplicates;
+  if (auto e = duplicates.run(root)) return e;
+  doc = top_members(object(root));
   element model;
-  if (doc["model"].get(model) != simdjson::SUCCESS) return bad("Missing required parameter: 'model'.", "model");
+  if (doc[key::model].get(model) != simdjson::SUCCESS) return bad("Missing required parameter: 'model'.", "model");
   if (model.type() != element_type::STRING) return wrong_type("model", "string", model);
-  req.model = std::string(std::string_view(model));
+  req.model.assign(std::string_view(model));
   return std::nullopt;
+}
+
+// A reused request back to a freshly constructed state, keeping the memory of its strings and messages (every
+// field not listed here takes its default, also fields added later).
+void reset_keeping_memory(router::chat_request& r) {
+  router::chat_request fresh;
+  fresh.request_id = std::move(r.request_id);
+  fresh.request_id.clear();
+  fresh.model = std::move(r.model);
+  fresh.model.clear();
+  fresh.messages = std::move(r.messages);  // slots reused in place by the parse, then trimmed
+  fresh.raw_body = std::move(r.raw_body);
+  fresh.raw_body.clear();
+  r = std::move(fresh);
+}
+
+// The next message slot of `req` (reused when the request had one there before).
+router::message& message_slot(router::chat_request& req, size_t index) {
+  if (index < req.messages.size()) {
+    reset_message(req.messages[index]);
+    return req.messages[index];
+  }
+  return req.messages.emplace_back();
 }
 
 }  // namespace
 
-router::result<router::chat_request> parse_openai_chat_request(std::string body) {
-  router::chat_request req;
+std::optional<router::error> parse_openai_chat_request(std::string& body, router::chat_request& req) {
+  reset_keeping_memory(req);
   req.format = router::wire_format::openai_chat;
-  object doc;
-  if (auto e = parse_document(body, doc, req)) return *e;
+  top_members doc;
+  if (auto e = parse_document(body, doc, req)) return e;
 
   element messages;
-  if (doc["messages"].get(messages) != simdjson::SUCCESS) {
+  if (doc[key::messages].get(messages) != simdjson::SUCCESS) {
     return bad("Missing required parameter: 'messages'.", "messages");
   }
   if (messages.type() != element_type::ARRAY) return wrong_type("messages", "array", messages);
   size_t index = 0;
   for (element m : simdjson::dom::array(messages)) {
-    router::message msg;
-    if (auto e = read_message(m, index++, msg)) return *e;
-    req.messages.push_back(std::move(msg));
+    router::message& msg = message_slot(req, index);
+    if (auto e = read_message(m, index++, msg)) return e;
   }
+  req.messages.resize(index);
   if (req.messages.empty()) return bad("'messages' must contain at least one message.", "messages");
-  if (auto e = read_common(doc, req)) return *e;
+  if (auto e = read_common(doc, req)) return e;
 
   element v;
-  if (doc["logprobs"].get(v) == simdjson::SUCCESS) {
-    if (auto e = read_bool(v, "logprobs", req.logprobs)) return *e;
+  if (doc[key::logprobs].get(v) == simdjson::SUCCESS) {
+    if (auto e = read_bool(v, "logprobs", req.logprobs)) return e;
   }
-  if (doc["top_logprobs"].get(v) == simdjson::SUCCESS) {
+  if (doc[key::top_logprobs].get(v) == simdjson::SUCCESS) {
     std::optional<int64_t> i;
-    if (auto e = read_int(v, "top_logprobs", 0, 20, i)) return *e;
+    if (auto e = read_int(v, "top_logprobs", 0, 20, i)) return e;
     req.top_logprobs = static_cast<int>(i.value_or(0));
     if (req.top_logprobs > 0 && !req.logprobs) {
       return bad("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");
     }
   }
-  if (doc["response_format"].get(v) == simdjson::SUCCESS && !v.is_null()) {
+  if (doc[key::response_format].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (v.type() != element_type::OBJECT) return wrong_type("response_format", "object", v);
     std::string_view t;
     if (v["type"].get_string().get(t) != simdjson::SUCCESS) {
@@ -393,21 +540,28 @@ router::result<router::chat_request> parse_openai_chat_request(std::string body)
                  "response_format.type");
     }
   }
-  if (doc["tools"].get(v) == simdjson::SUCCESS && !v.is_null()) {
+  if (doc[key::tools].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (v.type() != element_type::ARRAY) return wrong_type("tools", "array", v);
     req.has_tools = simdjson::dom::array(v).size() > 0;
   }
-  req.raw_body = std::move(body);
+  record_spans(body, doc.whole(), req);
+  std::swap(req.raw_body, body);  // the caller gets the request's previous buffer back, emptied
+  return std::nullopt;
+}
+
+router::result<router::chat_request> parse_openai_chat_request(std::string body) {
+  router::chat_request req;
+  if (auto e = parse_openai_chat_request(body, req)) return *e;
   return req;
 }
 
-router::result<router::chat_request> parse_openai_completion_request(std::string body) {
-  router::chat_request req;
+std::optional<router::error> parse_openai_completion_request(std::string& body, router::chat_request& req) {
+  reset_keeping_memory(req);
   req.format = router::wire_format::openai_completions;
-  object doc;
-  if (auto e = parse_document(body, doc, req)) return *e;
+  top_members doc;
+  if (auto e = parse_document(body, doc, req)) return e;
   element prompt;
-  if (doc["prompt"].get(prompt) != simdjson::SUCCESS) return bad("Missing required parameter: 'prompt'.", "prompt");
+  if (doc[key::prompt].get(prompt) != simdjson::SUCCESS) return bad("Missing required parameter: 'prompt'.", "prompt");
   if (prompt.type() == element_type::STRING) {
     req.prompt = std::string(std::string_view(prompt));
   } else if (prompt.type() == element_type::ARRAY && simdjson::dom::array(prompt).size() == 1 &&
@@ -416,29 +570,107 @@ router::result<router::chat_request> parse_openai_completion_request(std::string
   } else {
     return bad("'prompt' must be a string (token arrays and batches of prompts are not supported).", "prompt");
   }
-  router::message m;
+  router::message& m = message_slot(req, 0);
   m.content = req.prompt;
-  req.messages.push_back(std::move(m));
-  if (auto e = read_common(doc, req)) return *e;
+  req.messages.resize(1);
+  if (auto e = read_common(doc, req)) return e;
   element v;
-  if (doc["logprobs"].get(v) == simdjson::SUCCESS && !v.is_null()) {
+  if (doc[key::logprobs].get(v) == simdjson::SUCCESS && !v.is_null()) {
     // Legacy API: logprobs is an integer 0..5 meaning "top alternatives".
     std::optional<int64_t> i;
-    if (auto e = read_int(v, "logprobs", 0, 5, i)) return *e;
+    if (auto e = read_int(v, "logprobs", 0, 5, i)) return e;
     req.logprobs = i.has_value();
     req.top_logprobs = static_cast<int>(i.value_or(0));
   }
-  if (doc["echo"].get(v) == simdjson::SUCCESS && !v.is_null()) {
+  if (doc[key::echo].get(v) == simdjson::SUCCESS && !v.is_null()) {
     bool echo = false;
-    if (auto e = read_bool(v, "echo", echo)) return *e;
+    if (auto e = read_bool(v, "echo", echo)) return e;
     if (echo) return error{errc::not_implemented, "'echo' is not supported.", "echo"};
   }
-  req.raw_body = std::move(body);
+  std::swap(req.raw_body, body);
+  return std::nullopt;
+}
+
+router::result<router::chat_request> parse_openai_completion_request(std::string body) {
+  router::chat_request req;
+  if (auto e = parse_openai_completion_request(body, req)) return *e;
   return req;
+}
+
+namespace {
+
+// The value stream_options gets when the gateway asks for usage: the client's other options kept.
+void usage_stream_options(std::string_view value, std::string& out) {
+  std::vector<json_member_span> inner;
+  if (value != "null" && scan_top_level_members(value, inner) && !inner.empty()) {
+    out += "{\"include_usage\":true";
+    for (const auto& im : inner) {
+      if (im.key == "include_usage") continue;
+      out += ',';
+      out.append(value.substr(im.key_begin, im.value_end - im.key_begin));
+    }
+    out += '}';
+  } else {
+    out += "{\"include_usage\":true}";
+  }
+}
+
+}  // namespace
+
+bool openai_upstream_body_pieces(const router::chat_request& req, std::string_view model_json,
+                                 bool force_stream_usage, std::string& scratch, body_pieces& out) {
+  const std::string_view body = req.raw_body;
+  const auto& model = req.raw_model;
+  if (req.format != router::wire_format::openai_chat || model.empty() || model.end > body.size() ||
+      req.raw_object_end >= body.size() || req.raw_stream_options.end > body.size()) {
+    return false;
+  }
+  out.count = 0;
+  scratch.clear();
+  auto add = [&](std::string_view p) { out.piece[out.count++] = p; };
+  const bool ask_usage = req.stream && force_stream_usage && !req.include_usage;
+  if (!ask_usage) {
+    add(body.substr(0, model.begin));
+    add(model_json);
+    add(body.substr(model.end));
+    return true;
+  }
+  const auto& opts = req.raw_stream_options;
+  if (opts.empty()) {  // no stream_options: one more member before the closing brace
+    scratch = ",\"stream_options\":{\"include_usage\":true}";
+    add(body.substr(0, model.begin));
+    add(model_json);
+    add(body.substr(model.end, req.raw_object_end - model.end));
+    add(scratch);
+    add(body.substr(req.raw_object_end));
+    return true;
+  }
+  usage_stream_options(body.substr(opts.begin, opts.end - opts.begin), scratch);
+  // The two replaced values, in the order they appear.
+  const bool model_first = model.begin < opts.begin;
+  const auto& a = model_first ? model : opts;
+  const auto& b = model_first ? opts : model;
+  add(body.substr(0, a.begin));
+  add(model_first ? model_json : std::string_view(scratch));
+  add(body.substr(a.end, b.begin - a.end));
+  add(model_first ? std::string_view(scratch) : model_json);
+  add(body.substr(b.end));
+  return true;
 }
 
 std::string make_openai_upstream_body(const router::chat_request& req, std::string_view upstream_model,
                                       bool force_stream_usage) {
+  {
+    std::string model_json, scratch;
+    append_json_string(model_json, upstream_model);
+    body_pieces pieces;
+    if (openai_upstream_body_pieces(req, model_json, force_stream_usage, scratch, pieces)) {
+      std::string out;
+      out.reserve(pieces.size());
+      for (size_t i = 0; i < pieces.count; ++i) out.append(pieces.piece[i]);
+      return out;
+    }
+  }
   const std::string& body = req.raw_body;
   std::vector<json_member_span> members;
   if (!scan_top_level_members(body, members)) return body;  // validated earlier: cannot happen
@@ -482,19 +714,7 @@ std::string make_openai_upstream_body(const router::chat_request& req, std::stri
       has_stream_options = true;
       out.append(body, copied, m.value_begin - copied);
       // Keep the client's other stream options; ask for usage too.
-      std::string_view value(body.data() + m.value_begin, m.value_end - m.value_begin);
-      std::vector<json_member_span> inner;
-      if (value != "null" && scan_top_level_members(value, inner) && !inner.empty()) {
-        out += "{\"include_usage\":true";
-        for (const auto& im : inner) {
-          if (im.key == "include_usage") continue;
-          out += ',';
-          out.append(value.substr(im.key_begin, im.value_end - im.key_begin));
-        }
-        out += '}';
-      } else {
-        out += "{\"include_usage\":true}";
-      }
+      usage_stream_options(std::string_view(body.data() + m.value_begin, m.value_end - m.value_begin), out);
       copied = m.value_end;
     } else if (m.key == "stream_options") {
       has_stream_options = true;

@@ -4,6 +4,7 @@
 
 #include "api/json_util.h"
 #include "api/openai_codec.h"
+#include "http/recycler.h"
 
 namespace sluice::gateway {
 
@@ -19,11 +20,32 @@ router::finish_reason finish_from(std::string_view s) {
 }
 
 void read_usage(element u, router::usage& out) {
+  // One pass over the usage object; the first of a repeated key counts, as operator[] would have it.
+  bool prompt = false, completion = false, details = false;
   int64_t v = 0;
-  if (u["prompt_tokens"].get_int64().get(v) == simdjson::SUCCESS) out.tokens_input = v;
-  if (u["completion_tokens"].get_int64().get(v) == simdjson::SUCCESS) out.tokens_output = v;
-  // OpenAI: prompt_tokens already includes cached_tokens (PITFALLS.md "Money").
-  if (u["prompt_tokens_details"]["cached_tokens"].get_int64().get(v) == simdjson::SUCCESS) out.tokens_cache_read = v;
+  for (auto field : simdjson::dom::object(u)) {
+    if (!prompt && field.key == "prompt_tokens") {
+      prompt = true;
+      if (field.value.get_int64().get(v) == simdjson::SUCCESS) out.tokens_input = v;
+    } else if (!completion && field.key == "completion_tokens") {
+      completion = true;
+      if (field.value.get_int64().get(v) == simdjson::SUCCESS) out.tokens_output = v;
+    } else if (!details && field.key == "prompt_tokens_details") {
+      details = true;
+      // OpenAI: prompt_tokens already includes cached_tokens (PITFALLS.md "Money").
+      if (field.value["cached_tokens"].get_int64().get(v) == simdjson::SUCCESS) out.tokens_cache_read = v;
+    }
+  }
+}
+
+// Sets `dst` to `v` in a recycled buffer when `v` is too long for the string itself (the session hands the
+// completion's strings back once the answer is written: recycler.h).
+void assign_recycled(std::string& dst, std::string_view v) {
+  if (v.size() > dst.capacity()) {
+    std::string b = take_buffer();
+    if (b.capacity() >= v.size()) dst = std::move(b);
+  }
+  dst.assign(v);
 }
 
 bool parse_padded(simdjson::dom::parser& parser, std::string_view body, element& root) {
@@ -146,15 +168,36 @@ bool parse_openai_chat_response(std::string_view body, router::completion& out) 
   thread_local simdjson::dom::parser parser;
   element root;
   if (!parse_padded(parser, body, root) || !root.is_object()) return false;
-  element choices;
-  if (root["choices"].get(choices) != simdjson::SUCCESS || !choices.is_array()) return false;
+  // The members read, found in one pass over the answer's top level (the first of a repeated key, as the
+  // object's operator[] would): a chat.completion has a dozen members and this runs for every answer.
+  element choices, model, usage;
+  bool has_choices = false, has_model = false, has_usage = false;
+  for (auto field : simdjson::dom::object(root)) {
+    if (!has_choices && field.key == "choices") has_choices = (choices = field.value, true);
+    else if (!has_model && field.key == "model") has_model = (model = field.value, true);
+    else if (!has_usage && field.key == "usage") has_usage = (usage = field.value, true);
+  }
+  if (!has_choices || !choices.is_array()) return false;
   std::string_view s;
-  if (root["model"].get_string().get(s) == simdjson::SUCCESS) out.model = s;
+  if (has_model && model.get_string().get(s) == simdjson::SUCCESS) assign_recycled(out.model, s);
   for (element ch : simdjson::dom::array(choices)) {
-    if (ch["message"]["content"].get_string().get(s) == simdjson::SUCCESS) out.text = s;
-    if (ch["finish_reason"].get_string().get(s) == simdjson::SUCCESS) out.finish = finish_from(s);
-    element calls;
-    if (ch["message"]["tool_calls"].get(calls) == simdjson::SUCCESS && calls.is_array()) {
+    element message, finish, content, calls;
+    bool has_message = false, has_finish = false, has_content = false, has_calls = false;
+    if (ch.is_object()) {
+      for (auto field : simdjson::dom::object(ch)) {
+        if (!has_message && field.key == "message") has_message = (message = field.value, true);
+        else if (!has_finish && field.key == "finish_reason") has_finish = (finish = field.value, true);
+      }
+    }
+    if (has_message && message.is_object()) {
+      for (auto field : simdjson::dom::object(message)) {
+        if (!has_content && field.key == "content") has_content = (content = field.value, true);
+        else if (!has_calls && field.key == "tool_calls") has_calls = (calls = field.value, true);
+      }
+    }
+    if (has_content && content.get_string().get(s) == simdjson::SUCCESS) assign_recycled(out.text, s);
+    if (has_finish && finish.get_string().get(s) == simdjson::SUCCESS) out.finish = finish_from(s);
+    if (has_calls && calls.is_array()) {
       for (element tc : simdjson::dom::array(calls)) {
         router::tool_call call;
         if (tc["id"].get_string().get(s) == simdjson::SUCCESS) call.id = s;
@@ -165,8 +208,7 @@ bool parse_openai_chat_response(std::string_view body, router::completion& out) 
     }
     break;  // the first choice is the one we account for; n > 1 is relayed verbatim
   }
-  element usage;
-  if (root["usage"].get(usage) == simdjson::SUCCESS && usage.is_object()) read_usage(usage, out.usage_);
+  if (has_usage && usage.is_object()) read_usage(usage, out.usage_);
   return true;
 }
 

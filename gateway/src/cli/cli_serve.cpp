@@ -1,67 +1,25 @@
 // `sluice serve` and `sluice validate`: load the policy, build one backend per model, run the HTTP server.
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "api/api_handlers.h"
 #include "cli/cli.h"
-#include "ops/gateway_metrics.h"
-#include "http/http_session.h"
+#include "http/asio_timers.h"
+#include "http/io_threads.h"
+#include "http/listener.h"
+#include "http/shutdown.h"
 #include "local/local_backend.h"
 #include "local/task_backend.h"
-#include "http/asio_timers.h"
-#include "http/shutdown.h"
+#include "ops/gateway_metrics.h"
 #include "upstream/upstream_openai.h"
 
 namespace sluice::gateway {
-
-namespace asio = boost::asio;
-using tcp = asio::ip::tcp;
 
 namespace {
 
 void print_errors(const std::vector<policies::load_error>& errors) {
   for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
-}
-
-// A named coroutine taking the session by value: a capturing lambda's captures would die before the
-// coroutine body runs.
-asio::awaitable<void> run_session(std::shared_ptr<http_session> session) { co_await session->run(); }
-
-// Owns what it uses (the acceptor and the server state) so that it can outlive run_serve's locals.
-asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::shared_ptr<server_state> state) {
-  for (;;) {
-    auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(acceptor->get_executor()),
-                                                        asio::as_tuple(asio::use_awaitable));
-    if (ec) {
-      if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
-      continue;  // e.g. EMFILE: keep serving the connections we have
-    }
-    if (state->connections_open.load(std::memory_order_relaxed) >= state->policy->server.max_connections) {
-      continue;  // over the limit: the socket closes as it goes out of scope
-    }
-    boost::system::error_code nec;
-    socket.set_option(tcp::no_delay(true), nec);
-    auto executor = socket.get_executor();  // the connection's strand
-    auto session = std::make_shared<http_session>(boost::beast::tcp_stream(std::move(socket)), state);
-    asio::co_spawn(executor, run_session(std::move(session)), [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        std::fprintf(stderr, "sluice: internal error in a connection: %s\n", ex.what());
-      }
-    });
-  }
 }
 
 }  // namespace
@@ -157,9 +115,9 @@ int run_serve(int argc, char** argv) {
 
   const int threads = policy->server.threads > 0 ? policy->server.threads
                                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  // Declared first so that it is destroyed last: coroutines still suspended when it goes are destroyed with
-  // it, and everything they touch is owned by the shared server_state they hold.
-  asio::io_context ioc(threads);
+  // Declared first so that they are destroyed last: coroutines still suspended when they go are destroyed with
+  // them, and everything they touch is owned by the shared server_state they hold.
+  io_threads io(threads);
 
   router::backend_map backends;
   auto metrics = std::make_shared<gateway_metrics>(policy->model_names(), policy->route_names());
@@ -168,7 +126,7 @@ int run_serve(int argc, char** argv) {
   uopts.metrics = metrics;                         // upstream clients count their failures by reason
   for (const auto& m : policy->models) {
     if (m.kind == policies::model_kind::openai) {
-      auto b = make_openai_backend(ioc, m, uopts);
+      auto b = make_openai_backend(io, m, uopts);
       if (!b) {
         std::fprintf(stderr, "sluice: %s\n", b.error().message.c_str());
         return 1;
@@ -200,7 +158,7 @@ int run_serve(int argc, char** argv) {
   state->metrics = std::move(metrics);
   std::vector<std::shared_ptr<router::backend>> all_backends;
   for (const auto& [name, b] : backends) all_backends.push_back(b);
-  auto routed = router::router::create(policy, std::move(backends), make_asio_timers(ioc));
+  auto routed = router::router::create(policy, std::move(backends), make_asio_timers(io.context(0)));
   if (!routed) {
     std::fprintf(stderr, "sluice: %s\n", routed.error().message.c_str());
     return 1;
@@ -216,37 +174,22 @@ int run_serve(int argc, char** argv) {
     state->routed = std::make_shared<request_index>(1'000'000);
   }
 
-  auto acceptor = std::make_shared<tcp::acceptor>(ioc);
-  boost::system::error_code ec;
-  const auto address = asio::ip::make_address(policy->server.listen_address, ec);
-  if (ec) {
-    std::fprintf(stderr, "sluice: invalid listen address '%s'\n", policy->server.listen_address.c_str());
+  auto listening = open_listener(io, policy->server.listen_address, policy->server.port);
+  if (!listening) {
+    std::fprintf(stderr, "sluice: %s\n", listening.error().message.c_str());
     return 1;
   }
-  const tcp::endpoint endpoint(address, policy->server.port);
-  if (acceptor->open(endpoint.protocol(), ec); !ec) {
-    acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-    acceptor->bind(endpoint, ec);
-  }
-  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    std::fprintf(stderr, "sluice: cannot listen on %s:%u: %s\n", policy->server.listen_address.c_str(),
-                 policy->server.port, ec.message().c_str());
-    return 1;
-  }
+  const std::shared_ptr<tcp_acceptor> acceptor = *listening;
   const auto bound = acceptor->local_endpoint();
   const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
 
-  std::make_shared<graceful_shutdown>(ioc, state, acceptor)->arm();
-  asio::co_spawn(asio::make_strand(ioc), accept_loop(acceptor, state), asio::detached);
+  std::make_shared<graceful_shutdown>(io, state, acceptor)->arm();
+  start_accepting(io, acceptor, state);
   state->ready = true;
   std::printf("sluice: listening on http://%s:%u\n", host.c_str(), bound.port());
   std::fflush(stdout);
 
-  std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
-  ioc.run();
-  for (auto& t : pool) t.join();
+  io.run();  // until the shutdown stops the io threads
   // The network has stopped: stop the backends' own threads (the engine's) while the io_context they post
   // to still exists. Their last callbacks are queued and dropped with it.
   for (const auto& b : all_backends) b->stop();

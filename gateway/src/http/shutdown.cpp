@@ -1,11 +1,11 @@
-// See shutdown.h. Everything here runs on one strand (the signal set's and the timer's).
+// See shutdown.h. Everything here runs on io thread 0 (the signal set's and the timer's context).
 #include "http/shutdown.h"
 
 #include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 #include <cstdio>
 
 #include "http/http_session.h"
+#include "http/io_threads.h"
 
 namespace sluice::gateway {
 
@@ -21,10 +21,10 @@ constexpr std::chrono::seconds forced_grace{2};
 constexpr std::chrono::milliseconds poll_interval{20};
 }  // namespace
 
-graceful_shutdown::graceful_shutdown(asio::io_context& ioc, std::shared_ptr<server_state> state,
-                                     std::shared_ptr<asio::ip::tcp::acceptor> acceptor)
-    : ioc_(ioc), state_(std::move(state)), acceptor_(std::move(acceptor)),
-      signals_(asio::make_strand(ioc), SIGINT, SIGTERM), timer_(signals_.get_executor()) {}
+graceful_shutdown::graceful_shutdown(io_threads& threads, std::shared_ptr<server_state> state,
+                                     std::shared_ptr<tcp_acceptor> acceptor)
+    : threads_(threads), state_(std::move(state)), acceptor_(std::move(acceptor)),
+      signals_(threads.context(0), SIGINT, SIGTERM), timer_(threads.context(0)) {}
 
 void graceful_shutdown::arm() {
   signals_.async_wait([self = shared_from_this()](const boost::system::error_code& ec, int sig) {
@@ -75,7 +75,7 @@ void graceful_shutdown::poll() {
     stage_ = stage::done;
     boost::system::error_code ignored;
     signals_.cancel(ignored);
-    ioc_.stop();  // what is left (an upstream call returning its connection to the pool) needs no more time
+    threads_.stop();  // what is left (an upstream call returning its connection to the pool) needs no more time
     return;
   }
   const auto now = clock::now();
@@ -94,7 +94,7 @@ void graceful_shutdown::poll() {
         std::fprintf(stderr, "sluice: warning: stopping with %lld connection(s) still open\n",
                      static_cast<long long>(state_->connections_open.load()));
         stage_ = stage::done;
-        ioc_.stop();
+        threads_.stop();
         return;
       default: break;
     }

@@ -15,14 +15,17 @@
 #include <chrono>
 #include <memory>
 
+#include "http/executor.h"
 #include "server_state.h"
 
 namespace sluice::gateway {
 
+class io_threads;
+
+// Runs on io thread 0 (its signal set and timer); stops every io thread at the end.
 class graceful_shutdown : public std::enable_shared_from_this<graceful_shutdown> {
  public:
-  graceful_shutdown(boost::asio::io_context& ioc, std::shared_ptr<server_state> state,
-                    std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor);
+  graceful_shutdown(io_threads& threads, std::shared_ptr<server_state> state, std::shared_ptr<tcp_acceptor> acceptor);
 
   // Starts waiting for SIGTERM/SIGINT.
   void arm();
@@ -35,9 +38,9 @@ class graceful_shutdown : public std::enable_shared_from_this<graceful_shutdown>
   void cut_all();
   void poll();
 
-  boost::asio::io_context& ioc_;
+  io_threads& threads_;
   std::shared_ptr<server_state> state_;
-  std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  std::shared_ptr<tcp_acceptor> acceptor_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer timer_;
   stage stage_ = stage::serving;

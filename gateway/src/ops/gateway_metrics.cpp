@@ -130,12 +130,36 @@ gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::
                              .with({})),
       model_names_(sorted_names(model_names)), route_names_(sorted_names(route_names)) {
   build_info.with({version}).set(1);
+  tables_.push_back(make_table(*model_names_));
+  series_.store(tables_.back().get(), std::memory_order_release);
+}
+
+std::unique_ptr<gateway_metrics::series_table> gateway_metrics::make_table(const std::vector<std::string>& sorted) {
+  auto t = std::make_unique<series_table>();
+  for (const std::string& name : sorted) {
+    if (!t->sorted.empty() && t->sorted.back()->name == name) continue;
+    t->sorted.push_back(std::make_unique<model_series>());
+    t->sorted.back()->name = name;
+  }
+  t->unknown = std::make_unique<model_series>();
+  t->unknown->name = std::string(unknown_model);
+  return t;
+}
+
+gateway_metrics::model_series& gateway_metrics::series_for(std::string_view model) const {
+  const series_table* t = series_.load(std::memory_order_acquire);
+  auto it = std::lower_bound(t->sorted.begin(), t->sorted.end(), model,
+                             [](const std::unique_ptr<model_series>& s, std::string_view m) { return s->name < m; });
+  return it != t->sorted.end() && (*it)->name == model ? **it : *t->unknown;
 }
 
 void gateway_metrics::set_model_names(std::span<const std::string> model_names) {
   auto names = sorted_names(model_names);
+  auto table = make_table(*names);
   std::lock_guard lock(names_mutex_);
   model_names_ = std::move(names);
+  series_.store(table.get(), std::memory_order_release);
+  tables_.push_back(std::move(table));
 }
 
 std::string gateway_metrics::route_label(std::string_view name) const {
@@ -158,31 +182,50 @@ std::string gateway_metrics::model_label(std::string_view name) const {
                                                                                 : std::string(unknown_model);
 }
 
+namespace {
+
+// The child behind `slot`, made (family::with) on first use. Two threads racing get the same child.
+template <class Metric>
+Metric& resolved(std::atomic<Metric*>& slot, family<Metric>& fam, std::initializer_list<std::string_view> labels) {
+  Metric* m = slot.load(std::memory_order_acquire);
+  if (!m) {
+    m = &fam.with(labels);
+    slot.store(m, std::memory_order_release);
+  }
+  return *m;
+}
+
+}  // namespace
+
 void gateway_metrics::record_request(const request_record& r) {
-  const std::string model = model_label(r.model);
-  requests_total.with({model, status_label(r.http_status)}).inc();
-  request_duration_seconds.with({model}).observe(r.duration_s);
-  gateway_overhead_seconds.with({model}).observe(r.overhead_s);
+  model_series& s = series_for(r.model);
+  const std::string_view model = s.name;
+  const size_t slot = r.http_status >= 100 && r.http_status <= 599 ? static_cast<size_t>(r.http_status - 99) : 0;
+  counter* requests = s.requests_by_status[slot].load(std::memory_order_acquire);
+  if (!requests) {
+    requests = &requests_total.with({model, status_label(r.http_status)});
+    s.requests_by_status[slot].store(requests, std::memory_order_release);
+  }
+  requests->inc();
+  resolved(s.duration, request_duration_seconds, {model}).observe(r.duration_s);
+  resolved(s.overhead, gateway_overhead_seconds, {model}).observe(r.overhead_s);
   if (r.ttft_s) {
-    time_to_first_token_seconds.with({model}).observe(*r.ttft_s);
+    resolved(s.ttft, time_to_first_token_seconds, {model}).observe(*r.ttft_s);
     if (r.tokens_output >= 2 && r.duration_s > *r.ttft_s) {
-      time_per_output_token_seconds.with({model}).observe((r.duration_s - *r.ttft_s) /
-                                                          static_cast<double>(r.tokens_output - 1));
+      resolved(s.per_token, time_per_output_token_seconds, {model})
+          .observe((r.duration_s - *r.ttft_s) / static_cast<double>(r.tokens_output - 1));
     }
   }
   if (!r.count_usage) return;
 
   const int64_t uncached = std::max<int64_t>(0, r.tokens_input - r.tokens_cache_read - r.tokens_cache_write);
-  auto add_tokens = [&](std::string_view type, int64_t n) {
-    if (n > 0) tokens_total.with({model, type}).inc(static_cast<double>(n));
-  };
-  add_tokens("input", uncached);
-  add_tokens("cached_input", r.tokens_cache_read);
-  add_tokens("cache_write", r.tokens_cache_write);
-  add_tokens("output", r.tokens_output);
-
-  cost_usd_total.with({model}).inc(r.cost_usd);
-  if (r.baseline_cost_usd) baseline_cost_usd_total.with({model}).inc(*r.baseline_cost_usd);
+  static constexpr std::string_view types[4] = {"input", "cached_input", "cache_write", "output"};
+  const int64_t counts[4] = {uncached, r.tokens_cache_read, r.tokens_cache_write, r.tokens_output};
+  for (size_t i = 0; i < 4; ++i) {
+    if (counts[i] > 0) resolved(s.tokens[i], tokens_total, {model, types[i]}).inc(static_cast<double>(counts[i]));
+  }
+  resolved(s.cost, cost_usd_total, {model}).inc(r.cost_usd);
+  if (r.baseline_cost_usd) resolved(s.baseline_cost, baseline_cost_usd_total, {model}).inc(*r.baseline_cost_usd);
 }
 
 void gateway_metrics::record_route(const router::route_decision& d, std::optional<double> ttft_s) {

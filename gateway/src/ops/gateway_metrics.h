@@ -5,6 +5,8 @@
 // The names, labels and meaning of each metric are documented in docs/metrics.md; keep the two in sync.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -113,9 +115,30 @@ class gateway_metrics {
  private:
   std::string route_label(std::string_view name) const;
 
+  // What record_request writes for one `model` label (a policy model, or "unknown"), each child resolved on
+  // first use and kept: the request path then takes no lock and builds no label strings. (Children appear in
+  // the exposition only once used, as before.)
+  struct model_series {
+    std::string name;
+    std::array<std::atomic<counter*>, 501> requests_by_status{};  // [status - 99] for 100..599, [0] "other"
+    std::atomic<histogram*> duration{}, overhead{}, ttft{}, per_token{};
+    std::array<std::atomic<counter*>, 4> tokens{};  // input, cached_input, cache_write, output
+    std::atomic<counter*> cost{}, baseline_cost{};
+  };
+  struct series_table {
+    std::vector<std::unique_ptr<model_series>> sorted;  // by name
+    std::unique_ptr<model_series> unknown;
+  };
+  model_series& series_for(std::string_view model) const;  // (its slots are caches: filled on first use)
+  static std::unique_ptr<series_table> make_table(const std::vector<std::string>& sorted_names);
+
   mutable std::mutex names_mutex_;
   std::shared_ptr<const std::vector<std::string>> model_names_;  // sorted
   std::shared_ptr<const std::vector<std::string>> route_names_;  // sorted
+  // The table in use (read without a lock); tables replaced by set_model_names stay alive until destruction, as
+  // a reader may still hold one.
+  std::atomic<const series_table*> series_{nullptr};
+  std::vector<std::unique_ptr<series_table>> tables_;  // (under names_mutex_)
 };
 
 }  // namespace sluice::gateway

@@ -64,6 +64,18 @@ struct chat_request {
   // The body exactly as the client sent it. A backend that speaks the same wire format forwards it (with the
   // model name rewritten) so fields Sluice does not model (tools, response_format schemas, user, ...) survive.
   std::string raw_body;
+
+  // Where the parse found the top-level members such a backend rewrites, as byte offsets into raw_body, so that
+  // it forwards the body in pieces around them instead of scanning it again. Set for the chat format only;
+  // an empty span means "absent" (and raw_model empty means "not recorded": scan raw_body instead).
+  struct raw_span {
+    size_t begin = 0;
+    size_t end = 0;  // one past the last byte
+    bool empty() const { return begin == end; }
+  };
+  raw_span raw_model;           // the value of "model" (a JSON string literal, quotes included)
+  raw_span raw_stream_options;  // the value of "stream_options"
+  size_t raw_object_end = 0;    // the top-level object's closing brace
 };
 
 enum class finish_reason { stop, length, tool_calls, content_filter, error };
