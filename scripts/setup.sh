@@ -19,11 +19,12 @@ done
 # ---- 1. Debian packages -------------------------------------------------------------------------
 # Boost 1.81 (Beast/Asio are header-only parts of libboost1.81-dev; JSON and System are compiled),
 # simdjson (request parsing), yaml-cpp (policies), Catch2 v2 (unit tests), OpenSSL (HTTPS upstreams),
-# prometheus (promtool, to check our exposition), wrk + nginx (benchmarks), cmake/ninja/g++ (build).
+# prometheus (promtool, to check our exposition), wrk + nginx (benchmarks), redis-server (the shared limits
+# store: tests start their own), cmake/ninja/g++ (build).
 debs=(build-essential cmake ninja-build pkg-config git ca-certificates
       libboost1.81-dev libboost-json1.81-dev libboost-system1.81-dev
       libsimdjson-dev libyaml-cpp-dev catch2 libssl-dev
-      prometheus wrk nginx-light python3 unzip)
+      prometheus wrk nginx-light redis-server python3 unzip)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

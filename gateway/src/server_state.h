@@ -20,6 +20,7 @@
 namespace sluice::gateway {
 
 class http_session;
+class access_control;  // access/access.h
 
 // Open connections, so that a shutdown can close the idle ones and cut the rest. Thread-safe.
 class session_registry {
@@ -41,6 +42,7 @@ struct server_state {
   std::shared_ptr<gateway_metrics> metrics;  // may be null in tests
   std::shared_ptr<decision_log> decisions;   // null when the policy has no decision_log
   std::shared_ptr<request_index> routed;     // recent routed request ids, for feedback (with a decision log)
+  std::shared_ptr<access_control> access;    // keys, budgets, rate limits; null when the policy has no keys
   session_registry sessions;
   std::atomic<bool> ready{false};
   std::atomic<int64_t> connections_open{0};

@@ -22,6 +22,20 @@ const route_config* policy::find_route(std::string_view name) const {
   return nullptr;
 }
 
+const team_config* policy::find_team(std::string_view name) const {
+  for (const team_config& t : teams) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+bool policy::has_admin_keys() const {
+  for (const key_config& k : keys) {
+    if (k.admin) return true;
+  }
+  return false;
+}
+
 std::vector<std::string> policy::route_names() const {
   std::vector<std::string> names;
   names.reserve(routes.size());

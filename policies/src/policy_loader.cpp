@@ -16,6 +16,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "sluice/policies/policy.h"
+#include "access_loader.h"
 #include "route_loader.h"
 #include "value_syntax.h"
 #include "yaml_fields.h"
@@ -27,7 +28,8 @@ using detail::error_sink;
 using detail::field;
 using key_list = std::span<const std::string_view>;
 
-constexpr std::string_view top_keys[] = {"server", "models", "routes", "decision_log"};
+constexpr std::string_view top_keys[] = {"server", "models",    "routes",       "decision_log",
+                                          "keys",   "teams",     "keys_file",    "limits_state"};
 constexpr std::string_view server_keys[] = {"listen",          "port",           "threads",
                                             "max_body_bytes",  "header_timeout_ms", "body_timeout_ms",
                                             "idle_timeout_ms", "request_timeout_ms", "max_connections",
@@ -364,10 +366,21 @@ load_result load_text(std::string_view yaml, std::string source, const std::file
         }
         if (section.key == "routes") detail::load_routes(sink, section, base_dir, routes);
         if (section.key == "decision_log") detail::load_decision_log(sink, section, base_dir, result->decision_log);
+        if (section.key == "keys") detail::load_keys(sink, section, result->keys);
+        if (section.key == "teams") detail::load_teams(sink, section, result->teams);
+        if (section.key == "keys_file") {
+          if (root["keys"] || root["teams"]) {
+            sink.add(section.key_mark, "keys_file replaces the 'keys' and 'teams' sections; use one or the other");
+          } else {
+            detail::load_keys_file(sink, section, base_dir, *result);
+          }
+        }
+        if (section.key == "limits_state") detail::load_limits_state(sink, section, result->limits_state);
       }
       if (root.IsMap() && !saw_models) sink.add_unplaced("the policy has no 'models' section; define at least one model");
       detail::check_routes(sink, result->models, routes);
       for (auto& r : routes) result->routes.push_back(std::move(r.route));
+      if (root.IsMap()) detail::check_access(sink, root, *result);
     }
     apply_overrides(sink, overrides, result->server);
   } catch (const YAML::Exception& e) {

@@ -182,7 +182,7 @@ TEST_CASE("an unknown key names the valid keys, suggests the typo's fix, and poi
   e = errors_of(std::string(minimal) + "rutes: {}\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0] == "5:1: unknown key 'rutes' in the policy (top level); did you mean 'routes'? valid keys: server, "
-                "models, routes, decision_log");
+                "models, routes, decision_log, keys, teams, keys_file, limits_state");
 
   e = errors_of(std::string(minimal) + "    cost_per_mtok: {input: 1, outptu: 2}\n");
   REQUIRE(e.size() == 1);
@@ -552,4 +552,101 @@ routes:
   CHECK(starts_with(e[0], "5:3: route 'r': shadow tier 'big' must be of kind 'task'"));
   e = errors_of(std::string(two_models) + "routes:\n  r:\n    tiers: [small, big]\n    shadow: {sample: 2}\n");
   REQUIRE(e.size() == 2);
+}
+
+TEST_CASE("keys, teams and limits_state load into typed config", "[policy][keys]") {
+  const std::string hash(64, 'a');
+  auto p = load_ok(std::string(minimal) + "keys:\n  app:\n    sha256: sha256:" + hash +
+                   "\n    team: t\n    allow: [m]\n    budget: {usd: 2.5, per: month}\n    requests_per_minute: 60\n"
+                   "    tokens_per_minute: 1000\n    reserve_max_tokens: 256\n  ops:\n    sha256: " + std::string(64, 'B') +
+                   "\n    admin: true\nteams:\n  t:\n    budget: {usd: 10, per: day}\nlimits_state:\n"
+                   "  redis: redis://10.0.0.5:6380/2\n  password_env: REDIS_PW\n  timeout_ms: 40\n  on_error: fail_open\n"
+                   "  key_prefix: \"gw:\"\n");
+  REQUIRE(p->keys.size() == 2);
+  const key_config& k = p->keys[0];
+  CHECK(k.name == "app");
+  CHECK(k.sha256[0] == 0xaa);
+  CHECK(k.team == "t");
+  CHECK(k.allow == std::vector<std::string>{"m"});
+  CHECK(k.budget.limit == 2'500'000'000);
+  CHECK(k.budget.per == budget_period::month);
+  CHECK(k.requests_per_minute == 60);
+  CHECK(k.tokens_per_minute == 1000);
+  CHECK(k.reserve_max_tokens == 256);
+  CHECK_FALSE(k.admin);
+  CHECK(p->keys[1].admin);
+  CHECK(p->keys[1].sha256[31] == 0xbb);
+  CHECK(p->has_admin_keys());
+  REQUIRE(p->find_team("t"));
+  CHECK(p->find_team("t")->budget.limit == 10'000'000'000);
+  CHECK(p->find_team("t")->budget.per == budget_period::day);
+  CHECK(p->limits_state.redis);
+  CHECK(p->limits_state.redis_host == "10.0.0.5");
+  CHECK(p->limits_state.redis_port == 6380);
+  CHECK(p->limits_state.redis_db == 2);
+  CHECK(p->limits_state.redis_password_env == "REDIS_PW");
+  CHECK(p->limits_state.timeout.count() == 40);
+  CHECK(p->limits_state.fail_open);
+  CHECK(p->limits_state.key_prefix == "gw:");
+
+  auto open = load_ok(minimal);
+  CHECK_FALSE(open->requires_keys());
+  auto default_port = load_ok(std::string(minimal) + "keys:\n  a:\n    sha256: " + hash +
+                              "\nlimits_state:\n  redis: redis://cache.internal\n");
+  CHECK(default_port->limits_state.redis_port == 6379);
+  CHECK(default_port->limits_state.redis_db == 0);
+  CHECK_FALSE(default_port->limits_state.fail_open);
+}
+
+TEST_CASE("key errors point at the line and never need the secret", "[policy][keys]") {
+  const std::string hash(64, 'c');
+  auto e = errors_of(std::string(minimal) + "keys:\n  a:\n    sha256: " + hash + "\n  b:\n    sha256: " + hash +
+                     "\n  bad name!:\n    sha256: " + std::string(63, 'd') + "\n");
+  REQUIRE(e.size() == 3);
+  CHECK(starts_with(e[0], "8:3: key 'b' has the same sha256 as key 'a'"));
+  CHECK(starts_with(e[1], "10:3: invalid name 'bad name!' in keys"));
+  CHECK(starts_with(e[2], "11:13: 'sha256' must be 64 hex digits"));
+
+  e = errors_of(std::string(minimal) + "keys:\n  a:\n    team: x\n");
+  REQUIRE(e.size() == 2);
+  CHECK(e[0] == "6:3: key 'a' needs 'sha256' (sluice keys create)");
+  CHECK(starts_with(e[1], "6:3: key 'a' names team 'x', which is not defined"));
+
+  e = errors_of(std::string(minimal) + "limits_state:\n  redis: redis://h:1\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "6:3: limits_state is set but the policy has no keys"));
+
+  e = errors_of(std::string(minimal) + "keys:\n  a:\n    sha256: " + hash +
+                "\nlimits_state:\n  redis: http://h\n  on_error: ignore\n");
+  REQUIRE(e.size() == 2);
+  CHECK(starts_with(e[0], "9:10: 'redis' must be redis://host[:port][/db]"));
+  CHECK(starts_with(e[1], "10:13: 'on_error' must be fail_closed"));
+
+  e = errors_of(std::string(minimal) + "keys: {}\nkeys_file: k.yaml\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "6:1: keys_file replaces the 'keys' and 'teams' sections"));
+}
+
+TEST_CASE("keys_file holds keys and teams, resolved next to the policy", "[policy][keys]") {
+  const auto dir = std::filesystem::temp_directory_path() / ("sluice-keys-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream(dir / "keys.yaml") << "keys:\n  a:\n    sha256: " << std::string(64, 'e')
+                                     << "\n    team: t\nteams:\n  t:\n    budget: {usd: 1}\n";
+    std::ofstream(dir / "policy.yaml") << minimal << "keys_file: keys.yaml\n";
+  }
+  auto r = load_policy_file((dir / "policy.yaml").string());
+  REQUIRE(r.has_value());
+  CHECK((*r)->keys.size() == 1);
+  CHECK((*r)->keys_file == (dir / "keys.yaml").string());
+  CHECK((*r)->find_team("t")->budget.per == budget_period::total);
+  {
+    std::ofstream(dir / "keys.yaml") << "keys:\n  a:\n    sha256: " << std::string(64, 'e') << "\n    team: zz\n";
+  }
+  r = load_policy_file((dir / "policy.yaml").string());
+  REQUIRE_FALSE(r.has_value());
+  REQUIRE(r.error().size() == 1);
+  CHECK(r.error()[0].file == (dir / "keys.yaml").string());
+  CHECK(r.error()[0].line == 2);
+  std::filesystem::remove_all(dir);
 }

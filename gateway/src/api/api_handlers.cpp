@@ -7,6 +7,7 @@
 #include <charconv>
 #include <chrono>
 
+#include "api/access_api.h"
 #include "api/event_queue.h"
 #include "http/http_session.h"
 #include "api/json_util.h"
@@ -48,6 +49,7 @@ struct serving {
   const policies::model_config* model = nullptr;  // the plain model (null for a route, or an unknown name)
   clock::time_point t0;
   std::optional<double> ttft_s;
+  key_grant* grant = nullptr;  // the caller's key and reservation (null on an open gateway)
 
   // The policy model that serves (or last tried to): the metrics' `model` label. (Views into the policy or the
   // queue's decision, which outlive the request's use of them.)
@@ -124,6 +126,7 @@ const header_block& served_headers(const serving& sv, const event_queue& q, cons
     h.add("x-sluice-cost-usd", cost_text(c->cost_usd).view());
     if (d) h.add("x-sluice-baseline-cost-usd", cost_text(d->baseline_cost_usd).view());
   }
+  if (sv.grant) add_limit_headers(h, *sv.grant);
   return h;
 }
 
@@ -190,6 +193,7 @@ struct in_flight {
 task<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, bool stream_started) {
   gen.cancel();
   co_await drain(q);
+  if (sv.grant) settle(sv.s, *sv.grant, nullptr, /*release=*/false);  // it may have cost anything up to it
   const auto why = q.interrupted();
   if (why != event_queue::interruption::server_stopping && why != event_queue::interruption::deadline) {
     record(sv, &q, 499, nullptr);
@@ -226,6 +230,7 @@ task<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, boo
 // The backend failed before anything was sent to the client: a proper error status.
 task<bool> fail(serving& sv, const event_queue& q, const router::error& e) {
   const int status = router::info(e.code).http_status;
+  if (sv.grant) settle(sv.s, *sv.grant, nullptr, /*release=*/true);
   record(sv, &q, status, nullptr);
   header_block& h = sv.s.response_headers();
   served_headers(sv, q, nullptr);
@@ -248,6 +253,7 @@ task<bool> refuse_request(http_session& s, const router::error& e, clock::time_p
 }
 
 task<bool> refuse_dispatch(serving& sv, const router::error& e) {
+  if (sv.grant) settle(sv.s, *sv.grant, nullptr, /*release=*/true);
   record(sv, nullptr, router::info(e.code).http_status, nullptr);
   co_return co_await send_error(sv.s, e);
 }
@@ -294,18 +300,32 @@ std::string answer_body(serving& sv, const event_queue& q, router::completion& c
 }
 
 task<bool> serve_stream(serving& sv, router::generation& gen, event_queue& queue);
+task<bool> serve_whole(serving& sv, router::generation& gen, event_queue& queue);
 
-// Kept small on purpose: Asio recycles a coroutine frame only when it is under ~1 KB, so the rare paths
-// (refusals, streams, interruptions) live in coroutines of their own and the error strings in plain functions.
-task<bool> serve_completion(http_session& s, request_parser parse, clock::time_point t0) {
+// Kept small on purpose: Asio recycles a coroutine frame only when it is under ~1 KB (gateway_alloc_tests
+// notices a frame that grows past it), so the rare paths (refusals, admission, streams, interruptions) and the
+// answer loop live in coroutines of their own and the error strings in plain functions.
+task<bool> serve_completion(http_session& s, request_parser parse, clock::time_point t0,
+                            const policies::key_config* key) {
   auto& state = s.state();
   const in_flight counted(state.metrics.get());
   const std::shared_ptr<router::chat_request>& req = s.reuse_chat_request();
+  const size_t body_bytes = s.request().body.size();
   if (auto invalid = parse_into(parse, s, *req)) co_return co_await refuse_request(s, *invalid, t0);
   serving sv{s, req, nullptr, nullptr, t0, std::nullopt};
   sv.req->request_id = s.request_id();
   sv.route = state.policy->find_route(sv.req->model);
   if (!sv.route) sv.model = state.policy->find_model(sv.req->model);
+  std::unique_ptr<key_grant> grant;
+  if (key) {
+    sv.req->caller = key->name;
+    if (sv.route || sv.model) {  // (an unknown name is refused by dispatch, with nothing reserved)
+      bool again = false;
+      grant = co_await admit(s, *key, *sv.req, body_bytes, again);
+      if (!grant) co_return again;
+      sv.grant = grant.get();
+    }
+  }
 
   const std::shared_ptr<event_queue>& queue = s.reuse_event_queue();
   if (!sv.route) queue->set_deadline(t0 + state.policy->server.request_timeout);  // a route: its cascade's
@@ -313,22 +333,28 @@ task<bool> serve_completion(http_session& s, request_parser parse, clock::time_p
   if (auto refused = dispatch(sv, queue, gen)) co_return co_await refuse_dispatch(sv, *refused);
   const client_watch watch(s, queue);
   if (sv.req->stream) co_return co_await serve_stream(sv, *gen, *queue);
+  co_return co_await serve_whole(sv, *gen, *queue);
+}
 
+// A non-streaming answer: the backend's events until its completion, then one response.
+task<bool> serve_whole(serving& sv, router::generation& gen, event_queue& queue) {
+  http_session& s = sv.s;
   std::unique_ptr<router::completion> acc;  // chunks from backends that stream even for non-streaming requests
   for (;;) {
-    auto ev = co_await queue->next();
-    if (!ev) co_return co_await interrupted(sv, *gen, *queue, false);
+    auto ev = co_await queue.next();
+    if (!ev) co_return co_await interrupted(sv, gen, queue, false);
     if (const auto* c = std::get_if<router::chunk>(&*ev)) {
       accumulate(sv, acc, *c);
       continue;
     }
     auto& done = std::get<1>(*ev);
-    if (!done) co_return co_await fail(sv, *queue, done.error());
+    if (!done) co_return co_await fail(sv, queue, done.error());
     router::completion& c = *done;
     const auto now = clock::now();
-    std::string body = answer_body(sv, *queue, c, acc.get(), now);
-    record(sv, queue.get(), 200, &c, now);
-    const bool again = co_await s.send(200, std::move(body), json_type, served_headers(sv, *queue, &c));
+    std::string body = answer_body(sv, queue, c, acc.get(), now);
+    record(sv, &queue, 200, &c, now);
+    if (sv.grant) settle(s, *sv.grant, &c, false);
+    const bool again = co_await s.send(200, std::move(body), json_type, served_headers(sv, queue, &c));
     give_buffer(std::move(c.text));  // (recycled buffers the upstream parse filled: recycler.h)
     give_buffer(std::move(c.model));
     co_return again;
@@ -381,6 +407,7 @@ task<bool> serve_stream(serving& sv, router::generation& gen, event_queue& queue
       co_await s.sse_send(openai_error_body(done.error()));
       co_await s.sse_send("[DONE]");
       record(sv, q, 200, nullptr);
+      if (sv.grant) settle(s, *sv.grant, nullptr, /*release=*/false);
       co_return co_await s.sse_end();
     }
     router::completion& c = *done;
@@ -389,6 +416,7 @@ task<bool> serve_stream(serving& sv, router::generation& gen, event_queue& queue
     }
     co_await s.sse_send("[DONE]");
     record(sv, q, 200, &c);
+    if (sv.grant) settle(s, *sv.grant, &c, false);
     co_return co_await s.sse_end(cost_trailers(s, *q, c));
   }
 }
@@ -460,15 +488,17 @@ void append_model_object(std::string& out, std::string_view id, std::string_view
   out += '}';
 }
 
-task<bool> list_models(http_session& s) {
+task<bool> list_models(http_session& s, const policies::key_config* key) {
   std::string out = "{\"object\":\"list\",\"data\":[";
   bool first = true;
   for (const auto& m : s.state().policy->models) {
+    if (key && !access_control::allows(*key, m.name)) continue;
     if (!first) out += ',';
     first = false;
     append_model_object(out, m.name, owner(m));
   }
   for (const auto& r : s.state().policy->routes) {
+    if (key && !access_control::allows(*key, r.name)) continue;
     if (!first) out += ',';
     first = false;
     append_model_object(out, r.name, route_owner);
@@ -504,9 +534,10 @@ std::optional<std::string> percent_decode(std::string_view s) {
 constexpr std::string_view model_name_chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/-";
 
 // GET /v1/models/{id} (the SDKs' models.retrieve): a model or route of the policy, else 404 model_not_found.
-task<bool> retrieve_model(http_session& s, std::string_view encoded_id) {
+task<bool> retrieve_model(http_session& s, std::string_view encoded_id, const policies::key_config* key) {
   const auto& policy = *s.state().policy;
-  const std::optional<std::string> id = percent_decode(encoded_id);
+  std::optional<std::string> id = percent_decode(encoded_id);
+  if (id && key && !access_control::allows(*key, *id)) id.reset();  // (as if it did not exist)
   std::string out;
   if (const auto* m = id ? policy.find_model(*id) : nullptr) {
     append_model_object(out, m->name, owner(*m));
@@ -602,19 +633,44 @@ task<bool> metrics_text(http_session& s) {
 
 }  // namespace
 
+// The endpoints that need a key when the policy has keys (health checks never do; /metrics needs an admin key
+// when the policy has admin keys).
+bool needs_key(endpoint_id id) {
+  switch (id) {
+    case endpoint_id::chat:
+    case endpoint_id::completions:
+    case endpoint_id::feedback:
+    case endpoint_id::models:
+    case endpoint_id::model: return true;
+    default: return false;
+  }
+}
+
 task<bool> handle_request(http_session& s) {
   const auto t0 = clock::now();
   std::string_view target;
   const endpoint* allowed = nullptr;
-  switch (route_of(s.request(), target, allowed)) {
-    case endpoint_id::chat: co_return co_await serve_completion(s, &parse_openai_chat_request, t0);
-    case endpoint_id::completions: co_return co_await serve_completion(s, &parse_openai_completion_request, t0);
+  const endpoint_id id = route_of(s.request(), target, allowed);
+  const policies::key_config* key = nullptr;
+  if (s.state().access) {
+    bool again = false;
+    if (needs_key(id)) {
+      const bool ok = co_await authenticate(s, key, again);
+      if (!ok) co_return again;
+    } else if (id == endpoint_id::metrics) {
+      const bool ok = co_await authenticate_admin(s, again);
+      if (!ok) co_return again;
+    }
+  }
+  switch (id) {
+    case endpoint_id::chat: co_return co_await serve_completion(s, &parse_openai_chat_request, t0, key);
+    case endpoint_id::completions: co_return co_await serve_completion(s, &parse_openai_completion_request, t0, key);
     case endpoint_id::feedback: co_return co_await post_feedback(s);
-    case endpoint_id::models: co_return co_await list_models(s);
+    case endpoint_id::models: co_return co_await list_models(s, key);
     case endpoint_id::healthz: co_return co_await s.send(200, "{\"status\":\"ok\"}", json_type);
     case endpoint_id::readyz: co_return co_await readyz(s);
     case endpoint_id::metrics: co_return co_await metrics_text(s);
-    case endpoint_id::model: co_return co_await retrieve_model(s, target.substr(models_prefix.size()));
+    case endpoint_id::model: co_return co_await retrieve_model(s, target.substr(models_prefix.size()), key);
     case endpoint_id::not_allowed: co_return co_await refuse_method(s, *allowed, t0);
     case endpoint_id::not_found: break;
   }

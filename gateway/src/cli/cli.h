@@ -11,5 +11,6 @@ int run_eval_router(int argc, char** argv);   // eval-router --model MODEL --dat
 int run_train_cascade(int argc, char** argv); // train-cascade --data FILE.jsonl --labels a,b --out MODEL
 int run_eval_cascade(int argc, char** argv);  // eval-cascade --model MODEL --data FILE.jsonl
 int run_distill(int argc, char** argv);       // distill --log FILE --route NAME --out MODEL
+int run_keys(int argc, char** argv);          // keys create --name NAME | keys hash
 
 }  // namespace sluice::gateway

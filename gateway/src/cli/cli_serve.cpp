@@ -4,6 +4,9 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/ip/address.hpp>
+
+#include "access/access.h"
 #include "cli/cli.h"
 #include "http/asio_timers.h"
 #include "http/io_threads.h"
@@ -17,6 +20,13 @@
 namespace sluice::gateway {
 
 namespace {
+
+bool is_loopback(const std::string& address) {
+  boost::system::error_code ec;
+  const auto a = boost::asio::ip::make_address(address, ec);
+  if (ec) return address == "localhost";
+  return a.is_loopback();
+}
 
 void print_errors(const std::vector<policies::load_error>& errors) {
   for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
@@ -172,6 +182,22 @@ int run_serve(int argc, char** argv) {
     }
     state->decisions = std::move(*log);
     state->routed = std::make_shared<request_index>(1'000'000);
+  }
+
+  if (policy->requires_keys()) {
+    std::string error;
+    state->access = access_control::create(*policy, io.size(), error);
+    if (!state->access) {
+      std::fprintf(stderr, "sluice: %s\n", error.c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "sluice: %zu API key(s); budgets and rate limits counted in %s\n", policy->keys.size(),
+                 policy->limits_state.redis ? "redis" : "this process's memory");
+  } else if (!is_loopback(policy->server.listen_address)) {
+    std::fprintf(stderr,
+                 "sluice: warning: listening on %s without API keys: anyone who reaches the port spends the "
+                 "upstream keys (add a 'keys' section; see docs/policy.md)\n",
+                 policy->server.listen_address.c_str());
   }
 
   auto listening = open_listener(io, policy->server.listen_address, policy->server.port);

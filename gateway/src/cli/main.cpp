@@ -29,6 +29,8 @@ void print_help(std::FILE* out) {
                "                        accept-rate / precision curve of an acceptance model\n"
                "  distill --log FILE --route NAME --out MODEL [options]\n"
                "                        train a task tier's model on a route's served answers (its decision log)\n"
+               "  keys create --name NAME\n"
+               "                        a new gateway API key (printed once) and the policy lines for it\n"
                "\n"
                "  --version             print the version\n"
                "  --help                print this help; `sluice <command> --help` for a command's options\n",
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
   if (cmd == "train-cascade") return run_train_cascade(argc - 2, argv + 2);
   if (cmd == "eval-cascade") return run_eval_cascade(argc - 2, argv + 2);
   if (cmd == "distill") return run_distill(argc - 2, argv + 2);
+  if (cmd == "keys") return run_keys(argc - 2, argv + 2);
   std::fprintf(stderr, "sluice: unknown command '%s' (try: sluice --help)\n", argv[1]);
   return 2;
 }

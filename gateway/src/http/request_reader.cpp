@@ -54,11 +54,25 @@ void request_reader::on_request_impl(http::verb method, sv method_str, sv target
   req_.version = version;
   req_.keep_alive = true;
   req_.expect_continue = false;
+  req_.authorization.clear();
+  req_.x_api_key.clear();
+  req_.authorization_fields = 0;
+  req_.api_key_fields = 0;
   req_.body.clear();
 }
 
-void request_reader::on_field_impl(http::field name, sv, sv value, error_code&) {
+void request_reader::on_field_impl(http::field name, sv name_string, sv value, error_code&) {
   switch (name) {
+    case http::field::authorization:
+      ++req_.authorization_fields;
+      req_.authorization.assign(value.data(), value.size());
+      break;
+    case http::field::unknown:
+      if (iequals(std::string_view(name_string.data(), name_string.size()), "x-api-key")) {
+        ++req_.api_key_fields;
+        req_.x_api_key.assign(value.data(), value.size());
+      }
+      break;
     case http::field::transfer_encoding:
       ++facts_.transfer_encodings;
       assign_trim_lower(facts_.transfer_encoding, std::string_view(value.data(), value.size()));

@@ -20,6 +20,11 @@ struct incoming_request {
   int version = 11;         // 10 or 11
   bool keep_alive = true;
   bool expect_continue = false;  // "Expect: 100-continue"
+  // Credentials (access/access.h reads them): the last value of each, and how many fields there were.
+  std::string authorization;
+  std::string x_api_key;
+  int authorization_fields = 0;
+  int api_key_fields = 0;
   std::string body;
 
   std::string_view method_string() const { return method_text; }

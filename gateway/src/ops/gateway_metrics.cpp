@@ -122,6 +122,24 @@ gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::
           "What the route would have saved had its shadow tier served the requests it was confident about, in US "
           "dollars (the served cost minus the shadow's).",
           {"route"})),
+      key_requests_total(registry_.add_counter(
+          "sluice_key_requests_total",
+          "Requests by the gateway key that made them (its policy name), by outcome: admitted, refused by a budget "
+          "or rate limit, forbidden (a route or model the key may not use), or unavailable (the limits store "
+          "could not be reached).",
+          {"key", "outcome"})),
+      key_spend_usd_total(registry_.add_counter(
+          "sluice_key_spend_usd_total", "What the requests of each gateway key cost, in US dollars (as settled).",
+          {"key"})),
+      auth_failures_total(registry_.add_counter(
+          "sluice_auth_failures_total",
+          "Requests refused with 401, by reason: missing, invalid, in_url (a key in the query string), "
+          "conflicting (two different keys).",
+          {"reason"})),
+      limits_store_errors_total(registry_.add_counter(
+          "sluice_limits_store_errors_total",
+          "Reservations the limits store could not make (Redis unreachable, timed out, or an error), by store.",
+          {"store"})),
       build_info(registry_.add_gauge("sluice_build_info", "Always 1; the version label says which build runs.",
                                      {"version"})),
       connections_open(registry_.add_gauge("sluice_connections_open", "Client connections currently open.")

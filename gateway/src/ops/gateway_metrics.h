@@ -108,6 +108,10 @@ class gateway_metrics {
   counter_family& feedback_total;              // {result}: recorded | unknown_request | duplicate | invalid | dropped
   counter_family& route_shadow_total;          // {route, would_answer, agrees}
   counter_family& route_shadow_would_save_usd_total;  // {route}
+  counter_family& key_requests_total;        // {key, outcome}: key = a policy key name
+  counter_family& key_spend_usd_total;       // {key}
+  counter_family& auth_failures_total;       // {reason}: missing | invalid | in_url | conflicting
+  counter_family& limits_store_errors_total; // {store}: memory | redis
   gauge_family& build_info;                  // {version}, always 1
   gauge& connections_open;
   gauge& requests_in_flight;

@@ -3,6 +3,7 @@
 // never YAML. What must not go in here: yaml-cpp types, HTTP, routing logic.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -131,12 +132,66 @@ struct decision_log_config {
   int keep = 5;                       // rotated files kept (path.1 .. path.N)
 };
 
+// Money in the accounting of budgets: integer nano-dollars (1e-9 USD), so that sums are exact and the same in
+// every replica (Redis counts them with INCRBY).
+using nano_usd = int64_t;
+constexpr nano_usd nanos_per_usd = 1'000'000'000;
+
+enum class budget_period { day, month, total };  // calendar day / month in UTC, or never reset
+
+struct budget_config {
+  nano_usd limit = 0;  // 0 = no budget
+  budget_period per = budget_period::total;
+  bool set() const { return limit > 0; }
+};
+
+// A caller of the gateway. The secret itself is never in the policy: only its SHA-256 (`sluice keys create`).
+struct key_config {
+  std::string name;                  // bounded label in metrics and logs; never the secret or its hash
+  std::array<uint8_t, 32> sha256{};  // of the whole secret as sent ("sk-sluice-...")
+  std::string team;                  // "" = none; else a team of the policy, whose budget applies too
+  std::vector<std::string> allow;    // routes and models it may use; empty = all
+  budget_config budget;
+  int64_t requests_per_minute = 0;   // 0 = unlimited
+  int64_t tokens_per_minute = 0;     // input + output tokens; 0 = unlimited
+  // The output tokens reserved for a request that sets no max_tokens (the worst case must be bounded).
+  int64_t reserve_max_tokens = 4096;
+  bool admin = false;                // may read /metrics when the policy has admin keys
+  int line = 0, column = 0;          // where it was defined (in keys_file when the policy names one)
+};
+
+struct team_config {
+  std::string name;
+  budget_config budget;
+  int line = 0;
+};
+
+// Where budgets and rate limits are counted: this process's memory, or a Redis shared by every replica.
+struct limits_state_config {
+  bool redis = false;
+  std::string redis_host;
+  uint16_t redis_port = 6379;
+  int redis_db = 0;
+  std::string redis_password_env;   // env var holding the password (AUTH); "" = none
+  std::chrono::milliseconds timeout{250};  // one Redis call, connect included
+  bool fail_open = false;           // Redis unreachable: refuse with 503 (default) or serve without counting
+  std::string key_prefix = "sluice:";
+};
+
 struct policy {
   std::string source;  // the file it was loaded from ("<string>" for tests)
   server_config server;
   std::vector<model_config> models;
   std::vector<route_config> routes;
   decision_log_config decision_log;
+  std::vector<key_config> keys;    // empty = an open gateway: no key asked (and a warning beyond loopback)
+  std::vector<team_config> teams;
+  limits_state_config limits_state;
+  std::string keys_file;           // where keys and teams were read from, when not inline ("" = inline)
+
+  bool requires_keys() const { return !keys.empty(); }
+  bool has_admin_keys() const;
+  const team_config* find_team(std::string_view name) const;  // nullptr when absent
 
   const model_config* find_model(std::string_view name) const;  // nullptr when absent
   const route_config* find_route(std::string_view name) const;  // nullptr when absent

@@ -17,6 +17,7 @@ enum class errc {
   unauthenticated,      // missing or wrong API key (ours, not the upstream's)
   rate_limited,         // our own limits
   budget_exceeded,      // caller's budget would be exceeded
+  forbidden,            // the caller's key may not use this route or model (or this endpoint)
   upstream_error,       // upstream 5xx, reset, malformed answer, refused connection
   upstream_timeout,     // no (complete) answer within the deadline
   upstream_auth,        // the upstream rejected our credentials: never relayed verbatim (may echo the key)
