@@ -35,15 +35,19 @@ constexpr std::string_view server_keys[] = {"listen",          "port",          
                                             "idle_timeout_ms", "request_timeout_ms", "max_connections",
                                             "shutdown_grace_ms"};
 constexpr std::string_view remote_model_keys[] = {"kind",          "base_url",         "model",      "api_key_env",
-                                                  "timeout_ms",    "cost_per_mtok",    "tls_ca_file", "cost_per_request"};
+                                                  "timeout_ms",    "cost_per_mtok",    "tls_ca_file", "cost_per_request",
+                                                  "retries",       "circuit_breaker",  "fallbacks"};
 constexpr std::string_view local_model_keys[] = {"kind",          "gguf",          "chat_template", "threads",
                                                  "context_tokens", "max_sequences", "timeout_ms",   "cost_per_mtok",
-                                                 "prefix_cache_mib", "cost_per_request"};
-constexpr std::string_view task_model_keys[] = {"kind", "task_model", "cost_per_request", "cost_per_mtok"};
+                                                 "prefix_cache_mib", "cost_per_request", "fallbacks"};
+constexpr std::string_view task_model_keys[] = {"kind", "task_model", "cost_per_request", "cost_per_mtok", "fallbacks"};
 constexpr std::string_view all_model_keys[] = {"kind",          "base_url", "model",          "api_key_env",
                                                "timeout_ms",    "cost_per_mtok", "gguf",       "chat_template",
                                                "threads",       "context_tokens", "max_sequences", "tls_ca_file",
-                                               "prefix_cache_mib", "task_model", "cost_per_request"};
+                                               "prefix_cache_mib", "task_model", "cost_per_request",
+                                               "retries",       "circuit_breaker", "fallbacks"};
+constexpr std::string_view retry_keys[] = {"max", "base_ms", "max_ms"};
+constexpr std::string_view breaker_keys[] = {"failures", "open_ms"};
 // Keys people reach for when pasting a credential. They get a message pointing at api_key_env instead of
 // "unknown key", and their values are never echoed.
 constexpr std::string_view secret_keys[] = {"api_key", "apikey", "key",      "secret",       "token",
@@ -260,9 +264,42 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
       else if (s) m.task_model_path = detail::resolve_path(*s, base_dir);
     } else if (f.key == "cost_per_request") {
       if (auto v = detail::read_non_negative_number(sink, f)) m.price.request_usd = *v;
+    } else if (f.key == "retries") {
+      if (f.value.IsScalar()) {
+        if (auto v = detail::read_int(sink, f, 0, 10)) m.retries.max_retries = static_cast<int>(*v);
+        continue;
+      }
+      for (const field& r : detail::read_map(sink, f.value, f.key_mark, "retries of " + where, retry_keys, retry_keys)) {
+        if (r.key == "max") {
+          if (auto v = detail::read_int(sink, r, 0, 10)) m.retries.max_retries = static_cast<int>(*v);
+        } else if (r.key == "base_ms") {
+          if (auto v = detail::read_int(sink, r, 1, 60'000)) m.retries.base = std::chrono::milliseconds(*v);
+        } else if (r.key == "max_ms") {
+          if (auto v = detail::read_int(sink, r, 1, 600'000)) m.retries.max_backoff = std::chrono::milliseconds(*v);
+        }
+      }
+    } else if (f.key == "circuit_breaker") {
+      if (f.value.IsScalar() && (f.value.Scalar() == "off" || f.value.Scalar() == "false")) {
+        m.breaker.failures = 0;
+        continue;
+      }
+      for (const field& b : detail::read_map(sink, f.value, f.key_mark, "circuit_breaker of " + where, breaker_keys,
+                                             breaker_keys)) {
+        if (b.key == "failures") {
+          if (auto v = detail::read_int(sink, b, 0, 1'000'000)) m.breaker.failures = static_cast<int>(*v);
+        } else if (b.key == "open_ms") {
+          if (auto v = detail::read_int(sink, b, 1, max_timeout_ms)) m.breaker.open_for = std::chrono::milliseconds(*v);
+        }
+      }
+    } else if (f.key == "fallbacks") {
+      if (auto v = detail::read_string_list(sink, f)) m.fallbacks = std::move(*v);
     }
   }
   if (!entry.value.IsMap()) return std::nullopt;  // read_map reported it
+  if (m.kind == model_kind::local || m.kind == model_kind::task) {
+    m.retries.max_retries = 0;
+    m.breaker.failures = 0;
+  }
 
   if (!saw_kind) {
     sink.add(entry.key_mark, where + " has no 'kind'; add 'kind: openai', 'kind: anthropic', 'kind: local' or 'kind: task'");
@@ -299,6 +336,21 @@ void load_models(error_sink& sink, const field& section, const std::filesystem::
   std::vector<std::string_view> name_views(names.begin(), names.end());
   for (const field& entry : detail::read_map(sink, section.value, section.key_mark, "models", name_views, {})) {
     if (auto m = load_model(sink, entry, base_dir)) out.push_back(std::move(*m));
+  }
+}
+
+// Fallbacks name other models of the policy, each once, never the model itself.
+void check_fallbacks(error_sink& sink, const YAML::Node& root, const std::vector<model_config>& models) {
+  for (const model_config& m : models) {
+    std::vector<std::string> seen;
+    for (const std::string& f : m.fallbacks) {
+      const YAML::Mark at = root["models"][m.name]["fallbacks"].Mark();
+      const bool known = std::any_of(models.begin(), models.end(), [&](const model_config& x) { return x.name == f; });
+      if (f == m.name) sink.add(at, "model " + in_quotes(m.name) + " lists itself in 'fallbacks'");
+      else if (!known) sink.add(at, "model " + in_quotes(m.name) + " falls back to " + in_quotes(f) + ", which is not a model of the policy");
+      else if (std::find(seen.begin(), seen.end(), f) != seen.end()) sink.add(at, "model " + in_quotes(m.name) + " lists " + in_quotes(f) + " twice in 'fallbacks'");
+      seen.push_back(f);
+    }
   }
 }
 
@@ -379,6 +431,7 @@ load_result load_text(std::string_view yaml, std::string source, const std::file
       }
       if (root.IsMap() && !saw_models) sink.add_unplaced("the policy has no 'models' section; define at least one model");
       detail::check_routes(sink, result->models, routes);
+      check_fallbacks(sink, root, result->models);
       for (auto& r : routes) result->routes.push_back(std::move(r.route));
       if (root.IsMap()) detail::check_access(sink, root, *result);
     }

@@ -20,6 +20,8 @@ Directives:
   chunked-response    send a non-stream answer with Transfer-Encoding: chunked instead of Content-Length
   header:NAME=VALUE   add this header to the answer's head (any status, stream or not); may be repeated
   content-bytes:N     each content piece is N characters long (its text repeated), for large streams
+  flaky:N             the first N requests naming this exact model string (since the last reset) answer with an
+                      error status (flaky-status:S, default 503); later ones follow the other directives
 
 Every request is recorded (method, path, headers, body, parsed JSON, timings, whether the client closed
 the connection before the answer was complete). GET /_fake/requests returns the records as JSON;
@@ -75,6 +77,7 @@ class FakeUpstream:
     def __init__(self):
         self.records = []
         self.next_id = 1
+        self.flaky_seen = {}  # model string -> requests seen (flaky:N)
 
     # ---- HTTP/1.1 plumbing ----------------------------------------------------------------------
 
@@ -199,6 +202,7 @@ class FakeUpstream:
                 await self.send_full(writer, 200, self.records, keep_alive=keep_alive)
             elif method == "DELETE":
                 self.records.clear()
+                self.flaky_seen.clear()
                 await self.send_full(writer, 200, {"cleared": True}, keep_alive=keep_alive)
             else:
                 await self.send_full(writer, 405, {"error": {"message": "method"}}, keep_alive=keep_alive)
@@ -252,8 +256,13 @@ class FakeUpstream:
         if "reset" in d:
             self.abort_with_rst(writer)
             return False
-        if "status" in d:
-            status = int(d["status"])
+        flaky = False
+        if "flaky" in d:
+            seen = self.flaky_seen.get(model, 0)
+            self.flaky_seen[model] = seen + 1
+            flaky = seen < int(d["flaky"])
+        if "status" in d or flaky:
+            status = int(d.get("flaky-status", 503)) if flaky else int(d["status"])
             if status == 401:
                 msg = f"Incorrect API key provided: {FRAGMENT}. You can find your API key at the dashboard."
                 err = {"message": msg, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}

@@ -96,10 +96,11 @@ def policy_yaml(fake_port, refused_port, server_port=0, extra_server=""):
     lines.append("models:")
     price = ", ".join(f"{k}: {v}" for k, v in PRICE.items())
 
+    # Retries and breakers off: these models test one attempt each (test_resilience.py tests the defaults' work).
     def model(name, upstream, port, timeout_ms):
         return [f"  {name}:", "    kind: openai", f"    base_url: http://127.0.0.1:{port}/v1",
                 f'    model: "{upstream}"', f"    api_key_env: {KEY_ENV}", f"    timeout_ms: {timeout_ms}",
-                f"    cost_per_mtok: {{{price}}}"]
+                f"    cost_per_mtok: {{{price}}}", "    retries: 0", "    circuit_breaker: off"]
 
     for name, (upstream, timeout_ms) in MODELS.items():
         lines += model(name, upstream, fake_port, timeout_ms)

@@ -179,7 +179,8 @@ def cascade_policy(standin_port, fake_port, refused_port, log_path, routes):
 
     def fake(upstream, port, timeout_ms=5000):
         return {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": upstream,
-                "api_key_env": KEY_ENV, "timeout_ms": timeout_ms, "cost_per_mtok": {"input": 2.5, "output": 10.0}}
+                "api_key_env": KEY_ENV, "timeout_ms": timeout_ms, "cost_per_mtok": {"input": 2.5, "output": 10.0},
+                "retries": 0, "circuit_breaker": "off"}  # one attempt each: the route's own escalation is tested
 
     return {
         "server": {"listen": "127.0.0.1", "port": 0, "threads": 2, "request_timeout_ms": 20000},

@@ -173,7 +173,8 @@ TEST_CASE("an unknown key names the valid keys, suggests the typo's fix, and poi
   auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://a.example/v1\n    timout_ms: 5\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0] == "5:5: unknown key 'timout_ms' in model 'x'; did you mean 'timeout_ms'? valid keys: kind, base_url, "
-                "model, api_key_env, timeout_ms, cost_per_mtok, tls_ca_file, cost_per_request");
+                "model, api_key_env, timeout_ms, cost_per_mtok, tls_ca_file, cost_per_request, retries, circuit_breaker, "
+                "fallbacks");
 
   e = errors_of("server:\n  prot: 1\n" + std::string(minimal));
   REQUIRE(e.size() == 1);
@@ -194,7 +195,7 @@ TEST_CASE("keys of another kind are rejected", "[policy]") {
   auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://a.example\n    gguf: m.gguf\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0] == "5:5: key 'gguf' does not apply to model 'x' of kind 'openai'; valid keys: kind, base_url, model, "
-                "api_key_env, timeout_ms, cost_per_mtok, tls_ca_file, cost_per_request");
+                "api_key_env, timeout_ms, cost_per_mtok, tls_ca_file, cost_per_request, retries, circuit_breaker, fallbacks");
   e = errors_of("models:\n  x:\n    kind: local\n    gguf: m.gguf\n    base_url: https://a.example\n");
   REQUIRE(e.size() == 1);
   CHECK(starts_with(e[0], "5:5: key 'base_url' does not apply to model 'x' of kind 'local'; valid keys: kind, gguf,"));
@@ -649,4 +650,40 @@ TEST_CASE("keys_file holds keys and teams, resolved next to the policy", "[polic
   CHECK(r.error()[0].file == (dir / "keys.yaml").string());
   CHECK(r.error()[0].line == 2);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("retries, circuit_breaker and fallbacks load with defaults per kind", "[policy][resilience]") {
+  auto p = load_ok(std::string(minimal) +
+                   "  a:\n    kind: openai\n    base_url: http://h/v1\n    retries: {max: 4, base_ms: 50, max_ms: 900}\n"
+                   "    circuit_breaker: {failures: 3, open_ms: 1500}\n    fallbacks: [b, m]\n"
+                   "  b:\n    kind: openai\n    base_url: http://h/v1\n    retries: 0\n    circuit_breaker: off\n"
+                   "  c:\n    kind: openai\n    base_url: http://h/v1\n");
+  const auto* a = p->find_model("a");
+  CHECK(a->retries.max_retries == 4);
+  CHECK(a->retries.base.count() == 50);
+  CHECK(a->retries.max_backoff.count() == 900);
+  CHECK(a->breaker.failures == 3);
+  CHECK(a->breaker.open_for.count() == 1500);
+  CHECK(a->fallbacks == std::vector<std::string>{"b", "m"});
+  CHECK(p->find_model("b")->retries.max_retries == 0);
+  CHECK(p->find_model("b")->breaker.failures == 0);
+  CHECK(p->find_model("c")->retries.max_retries == 2);  // defaults for remote models
+  CHECK(p->find_model("c")->breaker.failures == 5);
+  CHECK(p->find_model("m")->retries.max_retries == 0);  // a local model never retries
+  CHECK(p->find_model("m")->breaker.failures == 0);
+
+  auto e = errors_of(std::string(minimal) + "    fallbacks: [m, zz]\n");
+  REQUIRE(e.size() == 2);
+  CHECK(starts_with(e[0], "5:16: model 'm' lists itself in 'fallbacks'"));
+  CHECK(starts_with(e[1], "5:16: model 'm' falls back to 'zz', which is not a model of the policy"));
+  e = errors_of(std::string(minimal) + "  r:\n    kind: openai\n    base_url: http://h/v1\n    retries: 11\n"
+                "    fallbacks: [m, m]\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "8:14: 'retries' must be between 0 and 10, got '11'"));
+  e = errors_of(std::string(minimal) + "  r:\n    kind: openai\n    base_url: http://h/v1\n    fallbacks: [m, m]\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "8:16: model 'r' lists 'm' twice in 'fallbacks'"));
+  e = errors_of(std::string(minimal) + "    retries: 1\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "5:5: key 'retries' does not apply to model 'm' of kind 'local'"));
 }

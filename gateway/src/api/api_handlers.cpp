@@ -74,7 +74,7 @@ void record(serving& sv, const event_queue* q, int status, const router::complet
   const double duration = std::chrono::duration<double>(now - sv.t0).count();
   if (state.metrics) {
     request_record r;
-    r.model = sv.tier(q);
+    r.model = !sv.route && c && !c->served_by.empty() ? std::string_view(c->served_by) : sv.tier(q);  // (a fallback)
     r.http_status = status;
     r.duration_s = duration;
     r.ttft_s = sv.ttft_s;
@@ -118,6 +118,10 @@ const header_block& served_headers(const serving& sv, const event_queue& q, cons
     h.add("x-sluice-escalated", d && d->escalated ? "true" : "false");
     if (d && d->escalated) h.add("x-sluice-escalation-reason", router::to_string(d->reason));
     if (d && d->served_after_failure) h.add("x-sluice-served-after-failure", "true");
+  } else if (c && !c->served_by.empty() && sv.model && c->served_by != sv.model->name) {
+    h.add("x-sluice-tier", c->served_by);  // a fallback of the model asked for answered
+    h.add("x-sluice-fallback-from", sv.model->name);
+    h.add("x-sluice-escalated", "false");
   } else {
     h.add("x-sluice-tier", sv.tier(&q));
     h.add("x-sluice-escalated", "false");
@@ -622,7 +626,20 @@ task<bool> refuse_path(http_session& s, std::string_view target, clock::time_poi
 
 task<bool> readyz(http_session& s) {
   const bool ready = s.state().ready.load();
-  std::string body = ready ? "{\"status\":\"ready\"}" : "{\"status\":\"starting\"}";
+  std::string body = ready ? "{\"status\":\"ready\"" : "{\"status\":\"starting\"";
+  if (ready && s.state().router) {
+    // Still ready (other models serve), but say which models fail fast now.
+    const auto open = s.state().router->open_circuits();
+    if (!open.empty()) {
+      body += ",\"open_circuits\":[";
+      for (size_t i = 0; i < open.size(); ++i) {
+        if (i) body += ',';
+        append_json_string(body, open[i]);
+      }
+      body += ']';
+    }
+  }
+  body += '}';
   co_return co_await s.send(ready ? 200 : 503, std::move(body), json_type);
 }
 

@@ -15,6 +15,7 @@
 #include "local/local_backend.h"
 #include "local/task_backend.h"
 #include "ops/gateway_metrics.h"
+#include "ops/resilience_log.h"
 #include "upstream/upstream_openai.h"
 
 namespace sluice::gateway {
@@ -168,7 +169,8 @@ int run_serve(int argc, char** argv) {
   state->metrics = std::move(metrics);
   std::vector<std::shared_ptr<router::backend>> all_backends;
   for (const auto& [name, b] : backends) all_backends.push_back(b);
-  auto routed = router::router::create(policy, std::move(backends), make_asio_timers(io.context(0)));
+  auto routed = router::router::create(policy, std::move(backends), make_asio_timers(io.context(0)),
+                                       std::make_shared<resilience_log>(state->metrics));
   if (!routed) {
     std::fprintf(stderr, "sluice: %s\n", routed.error().message.c_str());
     return 1;

@@ -140,6 +140,17 @@ gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::
           "sluice_limits_store_errors_total",
           "Reservations the limits store could not make (Redis unreachable, timed out, or an error), by store.",
           {"store"})),
+      upstream_retries_total(registry_.add_counter(
+          "sluice_upstream_retries_total",
+          "Attempts retried on the same model after a connect failure, reset, 5xx or 429 (before any byte was "
+          "streamed).",
+          {"model"})),
+      fallbacks_total(registry_.add_counter(
+          "sluice_fallbacks_total", "Requests that moved from a failing model to one of its fallbacks.",
+          {"model", "to"})),
+      circuit_open(registry_.add_gauge(
+          "sluice_circuit_open", "1 while a model's circuit breaker is open (requests fail fast or fall back).",
+          {"model"})),
       build_info(registry_.add_gauge("sluice_build_info", "Always 1; the version label says which build runs.",
                                      {"version"})),
       connections_open(registry_.add_gauge("sluice_connections_open", "Client connections currently open.")

@@ -112,6 +112,9 @@ class gateway_metrics {
   counter_family& key_spend_usd_total;       // {key}
   counter_family& auth_failures_total;       // {reason}: missing | invalid | in_url | conflicting
   counter_family& limits_store_errors_total; // {store}: memory | redis
+  counter_family& upstream_retries_total;    // {model}
+  counter_family& fallbacks_total;           // {model, to}
+  gauge_family& circuit_open;                // {model}
   gauge_family& build_info;                  // {version}, always 1
   gauge& connections_open;
   gauge& requests_in_flight;

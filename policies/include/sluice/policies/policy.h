@@ -67,6 +67,22 @@ struct local_model_config {
   int prefix_cache_mib = 64;  // KV of finished sequences kept for prompts that share their prefix; 0 = off
 };
 
+// Retries of one model's failed attempts (connect failures, resets and 5xx before any byte of an answer, 429),
+// with jittered exponential backoff; a 429's Retry-After is honoured when it is at most max_backoff. Never after
+// a stream has started. Remote kinds only.
+struct retry_config {
+  int max_retries = 2;  // attempts after the first; 0 = none
+  std::chrono::milliseconds base{100};
+  std::chrono::milliseconds max_backoff{2000};
+};
+
+// A circuit breaker per remote model: after `failures` failed attempts in a row it opens for `open_for`, and
+// requests fail fast (or go to the fallbacks); then one probe request is let through (half open).
+struct breaker_config {
+  int failures = 5;  // 0 = no breaker
+  std::chrono::milliseconds open_for{30'000};
+};
+
 struct model_config {
   std::string name;  // what clients put in "model"
   model_kind kind = model_kind::openai;
@@ -79,6 +95,9 @@ struct model_config {
   price_per_mtok price;
   local_model_config local;  // kind == local only
   std::string task_model_path;  // kind == task only: a task model file (sluice distill), resolved like gguf
+  retry_config retries;         // remote kinds (local and task models never retry: max_retries 0)
+  breaker_config breaker;       // remote kinds (failures 0 for the others)
+  std::vector<std::string> fallbacks;  // models tried in order when this one fails (requests naming this model)
   int line = 0;              // where it was defined, for messages
 };
 

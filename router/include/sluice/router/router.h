@@ -13,6 +13,7 @@
 #include "sluice/router/cascade.h"
 #include "sluice/router/chat.h"
 #include "sluice/router/error.h"
+#include "sluice/router/resilience.h"
 
 namespace sluice::router {
 
@@ -32,8 +33,11 @@ class router {
   // acceptance model) and checks them (labels, the local model an acceptance model was trained on). Errors
   // name the policy file, the route and the problem. `timers` runs the cascade's deadlines (may be null in
   // tests: no deadlines).
+  // Remote backends are wrapped with retries and a circuit breaker (resilience.h); `observer` (may be null) hears
+  // about retries, fallbacks and breakers.
   static result<std::shared_ptr<const router>> create(std::shared_ptr<const policies::policy> policy,
-                                                      backend_map backends, std::shared_ptr<timer_service> timers);
+                                                      backend_map backends, std::shared_ptr<timer_service> timers,
+                                                      std::shared_ptr<resilience_observer> observer = nullptr);
 
   // Starts serving `req`. The sink receives the chunks and, in on_done, a completion with served_by,
   // cost_usd and backend_seconds filled in; for a route also on_decision (see backend.h). Errors found
@@ -43,6 +47,9 @@ class router {
 
   const policies::policy& policy() const { return *policy_; }
 
+  // The models whose circuit breaker is open now (for /readyz).
+  std::vector<std::string> open_circuits() const;
+
   router(std::shared_ptr<const policies::policy> policy, backend_map backends,
          std::vector<std::shared_ptr<const detail::compiled_route>> routes, std::shared_ptr<timer_service> timers);
 
@@ -51,6 +58,7 @@ class router {
   backend_map backends_;
   std::vector<std::shared_ptr<const detail::compiled_route>> routes_;  // parallel to policy_->routes
   std::shared_ptr<timer_service> timers_;
+  std::shared_ptr<resilience_observer> observer_;
 };
 
 // For `sluice validate`: loads every file the policy's routes and task models name and checks it, without
