@@ -43,6 +43,7 @@ struct server_state {
   std::shared_ptr<decision_log> decisions;   // null when the policy has no decision_log
   std::shared_ptr<request_index> routed;     // recent routed request ids, for feedback (with a decision log)
   std::shared_ptr<access_control> access;    // keys, budgets, rate limits; null when the policy has no keys
+  std::shared_ptr<decision_log> access_log;  // one JSON line per request; null when the policy has none
   session_registry sessions;
   std::atomic<bool> ready{false};
   std::atomic<int64_t> connections_open{0};

@@ -29,7 +29,8 @@ using detail::field;
 using key_list = std::span<const std::string_view>;
 
 constexpr std::string_view top_keys[] = {"server", "models",    "routes",       "decision_log",
-                                          "keys",   "teams",     "keys_file",    "limits_state"};
+                                          "keys",   "teams",     "keys_file",    "limits_state",
+                                          "access_log"};
 constexpr std::string_view server_keys[] = {"listen",          "port",           "threads",
                                             "max_body_bytes",  "header_timeout_ms", "body_timeout_ms",
                                             "idle_timeout_ms", "request_timeout_ms", "max_connections",
@@ -428,6 +429,7 @@ load_result load_text(std::string_view yaml, std::string source, const std::file
           }
         }
         if (section.key == "limits_state") detail::load_limits_state(sink, section, result->limits_state);
+        if (section.key == "access_log") detail::load_decision_log(sink, section, base_dir, result->access_log);
       }
       if (root.IsMap() && !saw_models) sink.add_unplaced("the policy has no 'models' section; define at least one model");
       detail::check_routes(sink, result->models, routes);

@@ -152,12 +152,14 @@ void load_routes(error_sink& sink, const field& section, const std::filesystem::
 void load_decision_log(error_sink& sink, const field& section, const std::filesystem::path& base_dir,
                        decision_log_config& out) {
   bool saw_path = false;
-  for (const field& f : read_map(sink, section.value, section.key_mark, "decision_log", decision_log_keys,
+  const std::string what = section.key;  // decision_log or access_log
+  for (const field& f : read_map(sink, section.value, section.key_mark, what, decision_log_keys,
                                  decision_log_keys)) {
     if (f.key == "path") {
       saw_path = true;
       auto s = read_string(sink, f);
-      if (s && s->empty()) sink.add(f.value_mark(), "'path' must name the decision log file");
+      if (s && s->empty()) sink.add(f.value_mark(), "'path' must name the log file (or '-' for standard error)");
+      else if (s && *s == "-") out.path = "-";  // standard error, never rotated
       else if (s) out.path = resolve_path(*s, base_dir);
     } else if (f.key == "max_bytes") {
       const std::string text = f.value.IsScalar() ? f.value.Scalar() : "";
@@ -171,7 +173,7 @@ void load_decision_log(error_sink& sink, const field& section, const std::filesy
       if (auto v = read_int(sink, f, 0, 1000)) out.keep = static_cast<int>(*v);
     }
   }
-  if (section.value.IsMap() && !saw_path) sink.add(section.key_mark, "'decision_log' needs a 'path'");
+  if (section.value.IsMap() && !saw_path) sink.add(section.key_mark, "'" + what + "' needs a 'path'");
 }
 
 void check_routes(error_sink& sink, const std::vector<model_config>& models, std::vector<loaded_route>& routes) {

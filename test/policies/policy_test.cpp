@@ -183,7 +183,7 @@ TEST_CASE("an unknown key names the valid keys, suggests the typo's fix, and poi
   e = errors_of(std::string(minimal) + "rutes: {}\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0] == "5:1: unknown key 'rutes' in the policy (top level); did you mean 'routes'? valid keys: server, "
-                "models, routes, decision_log, keys, teams, keys_file, limits_state");
+                "models, routes, decision_log, keys, teams, keys_file, limits_state, access_log");
 
   e = errors_of(std::string(minimal) + "    cost_per_mtok: {input: 1, outptu: 2}\n");
   REQUIRE(e.size() == 1);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "api/api_handlers.h"
 #include "api/openai_codec.h"
 #include "http/http_session.h"
 #include "server_state.h"
@@ -65,13 +66,15 @@ void count_key(http_session& s, const policies::key_config& key, std::string_vie
   if (auto* m = s.state().metrics.get()) m->key_requests_total.with({key.name, outcome}).inc();
 }
 
-task<bool> send_refusal(http_session& s, const router::error& e, const header_block& headers) {
+task<bool> send_refusal(http_session& s, const router::error& e, const header_block& headers,
+                        const policies::key_config* key = nullptr, std::string_view model = {}) {
   const int status = router::info(e.code).http_status;
   if (auto* m = s.state().metrics.get()) {
     request_record r;
     r.http_status = status;
     m->record_request(r);
   }
+  log_refused(s, status, e, key ? std::string_view(key->name) : std::string_view(), model);
   co_return co_await s.send(status, openai_error_body(e), json_type, headers);
 }
 
@@ -128,7 +131,7 @@ task<std::unique_ptr<key_grant>> admit(http_session& s, const policies::key_conf
     router::error e{router::errc::forbidden,
                     "The key '" + key.name + "' may not use the model '" + req.model + "'.", "model"};
     const header_block none;
-    again = co_await send_refusal(s, e, none);
+    again = co_await send_refusal(s, e, none, &key, req.model);
     co_return nullptr;
   }
   auto g = std::make_unique<key_grant>();
@@ -154,7 +157,7 @@ task<std::unique_ptr<key_grant>> admit(http_session& s, const policies::key_conf
                     "shortly."};
     header_block h;
     h.add("Retry-After", "1");
-    again = co_await send_refusal(s, e, h);
+    again = co_await send_refusal(s, e, h, &key, req.model);
     co_return nullptr;
   }
   router::error e{router::errc::rate_limited, ""};
@@ -191,7 +194,7 @@ task<std::unique_ptr<key_grant>> admit(http_session& s, const policies::key_conf
     h.add("retry-after-ms", std::to_string(a.retry_after_ms));
   }
   add_limit_headers(h, *g);
-  again = co_await send_refusal(s, e, h);
+  again = co_await send_refusal(s, e, h, &key, req.model);
   co_return nullptr;
 }
 

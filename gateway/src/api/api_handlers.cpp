@@ -9,6 +9,7 @@
 
 #include "api/access_api.h"
 #include "api/event_queue.h"
+#include "ops/access_log.h"
 #include "http/http_session.h"
 #include "api/json_util.h"
 #include "api/openai_codec.h"
@@ -67,7 +68,7 @@ struct serving {
 // Reports one finished request: metrics (labels bounded by gateway_metrics) and, for a route, its decision
 // log line.
 void record(serving& sv, const event_queue* q, int status, const router::completion* c,
-            clock::time_point now = clock::now()) {
+            clock::time_point now = clock::now(), const router::error* err = nullptr) {
   // (The served text goes to the decision log only where the route allows text.)
   auto& state = sv.s.state();
   const router::route_decision* d = sv.route && q ? q->decision().get() : nullptr;
@@ -102,6 +103,38 @@ void record(serving& sv, const event_queue* q, int status, const router::complet
     const bool queued = state.decisions->write(decision_log_line(*d, ctx));
     if (state.metrics) state.metrics->decision_log_lines_total.with({queued ? "queued" : "dropped"}).inc();
     if (queued && state.routed) state.routed->add(sv.s.request_id());
+  }
+  if (state.access_log) {
+    access_entry e;
+    e.request_id = sv.s.request_id();
+    e.method = sv.s.request().method_string();
+    e.path = sv.s.request().target;
+    e.path = e.path.substr(0, e.path.find('?'));
+    e.status = status;
+    e.key = sv.req->caller;
+    e.model = sv.req->model;
+    if (sv.route) e.route = sv.route->name;
+    e.tier = !sv.route && c && !c->served_by.empty() ? std::string_view(c->served_by) : sv.tier(q);
+    e.stream = sv.req->stream;
+    if (d) {
+      e.escalated = d->escalated;
+      if (d->escalated) e.escalation_reason = router::to_string(d->reason);
+    }
+    if (err) {
+      e.error_code = router::info(err->code).code;
+      e.error_message = err->message;
+    } else if (status >= 400 || (!c && status == 200)) {
+      e.error_code = status == 499 ? "client_closed" : "incomplete";
+    }
+    if (c) {
+      e.tokens_input = c->usage_.tokens_input;
+      e.tokens_output = c->usage_.tokens_output;
+      e.cost_usd = c->cost_usd;
+    }
+    e.latency_s = duration;
+    e.ttft_s = sv.ttft_s;
+    if (sv.req->traceparent.size() == 55) e.trace_id = std::string_view(sv.req->traceparent).substr(3, 32);
+    state.access_log->write(access_log_line(e));
   }
 }
 
@@ -217,7 +250,7 @@ task<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, boo
   if (!stopping && metrics && sv.model && sv.model->kind != policies::model_kind::local) {
     metrics->record_upstream_error(sv.tier(&q), upstream_error_reason::timeout);  // (cancelled: not counted there)
   }
-  record(sv, &q, stream_started ? 200 : router::info(e.code).http_status, nullptr);
+  record(sv, &q, stream_started ? 200 : router::info(e.code).http_status, nullptr, clock::now(), &e);
   if (stopping) sv.s.close_after_response();
   if (!stream_started) {
     const bool again = co_await sv.s.send(router::info(e.code).http_status, openai_error_body(e), json_type,
@@ -235,7 +268,7 @@ task<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, boo
 task<bool> fail(serving& sv, const event_queue& q, const router::error& e) {
   const int status = router::info(e.code).http_status;
   if (sv.grant) settle(sv.s, *sv.grant, nullptr, /*release=*/true);
-  record(sv, &q, status, nullptr);
+  record(sv, &q, status, nullptr, clock::now(), &e);
   header_block& h = sv.s.response_headers();
   served_headers(sv, q, nullptr);
   if (!e.retry_after.empty()) h.add("Retry-After", e.retry_after);
@@ -253,12 +286,13 @@ task<bool> refuse_request(http_session& s, const router::error& e, clock::time_p
   r.http_status = router::info(e.code).http_status;
   r.duration_s = seconds_since(t0);
   if (auto* metrics = s.state().metrics.get()) metrics->record_request(r);
+  log_refused(s, r.http_status, e, {}, {}, r.duration_s);
   co_return co_await send_error(s, e);
 }
 
 task<bool> refuse_dispatch(serving& sv, const router::error& e) {
   if (sv.grant) settle(sv.s, *sv.grant, nullptr, /*release=*/true);
-  record(sv, nullptr, router::info(e.code).http_status, nullptr);
+  record(sv, nullptr, router::info(e.code).http_status, nullptr, clock::now(), &e);
   co_return co_await send_error(sv.s, e);
 }
 
@@ -318,6 +352,7 @@ task<bool> serve_completion(http_session& s, request_parser parse, clock::time_p
   if (auto invalid = parse_into(parse, s, *req)) co_return co_await refuse_request(s, *invalid, t0);
   serving sv{s, req, nullptr, nullptr, t0, std::nullopt};
   sv.req->request_id = s.request_id();
+  sv.req->traceparent = s.request().traceparent;
   sv.route = state.policy->find_route(sv.req->model);
   if (!sv.route) sv.model = state.policy->find_model(sv.req->model);
   std::unique_ptr<key_grant> grant;
@@ -408,9 +443,10 @@ task<bool> serve_stream(serving& sv, router::generation& gen, event_queue& queue
     if (!done) {
       // After the 200 the only way to signal failure is in-band (PITFALLS.md "Streaming semantics"). The
       // metrics count the 200 the client got; sluice_upstream_errors_total says what broke.
-      co_await s.sse_send(openai_error_body(done.error()));
+      const router::error err = done.error();
+      co_await s.sse_send(openai_error_body(err));
       co_await s.sse_send("[DONE]");
-      record(sv, q, 200, nullptr);
+      record(sv, q, 200, nullptr, clock::now(), &err);
       if (sv.grant) settle(s, *sv.grant, nullptr, /*release=*/false);
       co_return co_await s.sse_end();
     }
@@ -566,6 +602,7 @@ task<bool> refuse(http_session& s, int status, router::error e, header_block hea
     r.duration_s = seconds_since(t0);
     metrics->record_request(r);
   }
+  log_refused(s, status, e, {}, {}, seconds_since(t0));
   co_return co_await s.send(status, openai_error_body(e), json_type, headers);
 }
 
@@ -661,6 +698,25 @@ bool needs_key(endpoint_id id) {
     case endpoint_id::model: return true;
     default: return false;
   }
+}
+
+void log_refused(http_session& s, int status, const router::error& err, std::string_view key, std::string_view model,
+                 double latency_s) {
+  auto& log = s.state().access_log;
+  if (!log) return;
+  access_entry e;
+  e.request_id = s.request_id();
+  e.method = s.request().method_string();
+  e.path = s.request().target;
+  e.path = e.path.substr(0, e.path.find('?'));
+  e.status = status;
+  e.key = key;
+  e.model = model;
+  e.error_code = router::info(err.code).code;
+  e.error_message = err.message;
+  e.latency_s = latency_s;
+  if (s.request().traceparent.size() == 55) e.trace_id = std::string_view(s.request().traceparent).substr(3, 32);
+  log->write(access_log_line(e));
 }
 
 task<bool> handle_request(http_session& s) {

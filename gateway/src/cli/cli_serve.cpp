@@ -186,6 +186,14 @@ int run_serve(int argc, char** argv) {
     state->routed = std::make_shared<request_index>(1'000'000);
   }
 
+  if (!policy->access_log.path.empty()) {
+    auto log = decision_log::open(policy->access_log);
+    if (!log) {
+      std::fprintf(stderr, "sluice: access_log: %s\n", log.error().message.c_str());
+      return 1;
+    }
+    state->access_log = std::move(*log);
+  }
   if (policy->requires_keys()) {
     std::string error;
     state->access = access_control::create(*policy, io.size(), error);
@@ -222,6 +230,7 @@ int run_serve(int argc, char** argv) {
   // to still exists. Their last callbacks are queued and dropped with it.
   for (const auto& b : all_backends) b->stop();
   if (state->decisions) state->decisions->close();  // every line of the requests served is on disk
+  if (state->access_log) state->access_log->close();
   std::fprintf(stderr, "sluice: stopped\n");
   return 0;
 }

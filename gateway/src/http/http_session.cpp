@@ -80,6 +80,26 @@ std::string body_limit_message(size_t limit) {
 
 }  // namespace
 
+bool is_client_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+           c == '.' || c == ':';
+  });
+}
+
+bool is_traceparent(std::string_view t) {
+  // version "00": 2 hex - 32 hex trace id (not all zero) - 16 hex parent id (not all zero) - 2 hex flags
+  if (t.size() != 55 || t[2] != '-' || t[35] != '-' || t[52] != '-') return false;
+  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (i == 2 || i == 35 || i == 52) continue;
+    if (!hex(t[i])) return false;
+  }
+  if (t.substr(0, 2) == "ff") return false;
+  return t.substr(3, 32) != std::string(32, '0') && t.substr(36, 16) != std::string(16, '0');
+}
+
 void make_request_id(std::string& out) {
   // splitmix64 (Steele, Lea, Flood 2014) over a per-thread random seed: ids need to be unique and hard to guess
   // in passing, not secret (no key is derived from them); it costs a few instructions where mt19937 cost ~100.
@@ -359,7 +379,9 @@ task<void> http_session::serve() {
         co_await reply_and_close(400, "Malformed HTTP request.");
       co_return;
     }
-    make_request_id(request_id_);
+    if (is_client_request_id(request_.client_request_id)) request_id_ = request_.client_request_id;
+    else make_request_id(request_id_);
+    if (!is_traceparent(request_.traceparent)) request_.traceparent.clear();
     if (const std::string_view problem = framing_problem(reader_->framing(), request_.version); !problem.empty()) {
       co_await reply_and_close(400, "Bad request framing: " + std::string(problem) + ".");
       co_return;

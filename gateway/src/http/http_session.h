@@ -125,5 +125,10 @@ class http_session final : public std::enable_shared_from_this<http_session>, pr
 
 // A fresh random request id (24 hex digits), written into `out` (keeping its memory).
 void make_request_id(std::string& out);
+// A client's X-Request-Id is kept when it is 1-128 characters of [A-Za-z0-9._:-] (it goes into headers, logs
+// and the upstream request); anything else is replaced by one of ours.
+bool is_client_request_id(std::string_view id);
+// A W3C trace context `traceparent` of version 00 (lower-case hex, ids not all zero).
+bool is_traceparent(std::string_view t);
 
 }  // namespace sluice::gateway

@@ -58,6 +58,8 @@ void request_reader::on_request_impl(http::verb method, sv method_str, sv target
   req_.x_api_key.clear();
   req_.authorization_fields = 0;
   req_.api_key_fields = 0;
+  req_.client_request_id.clear();
+  req_.traceparent.clear();
   req_.body.clear();
 }
 
@@ -71,6 +73,10 @@ void request_reader::on_field_impl(http::field name, sv name_string, sv value, e
       if (iequals(std::string_view(name_string.data(), name_string.size()), "x-api-key")) {
         ++req_.api_key_fields;
         req_.x_api_key.assign(value.data(), value.size());
+      } else if (iequals(std::string_view(name_string.data(), name_string.size()), "x-request-id")) {
+        req_.client_request_id.assign(value.data(), value.size());
+      } else if (iequals(std::string_view(name_string.data(), name_string.size()), "traceparent")) {
+        req_.traceparent.assign(value.data(), value.size());
       }
       break;
     case http::field::transfer_encoding:

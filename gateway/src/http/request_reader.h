@@ -25,6 +25,9 @@ struct incoming_request {
   std::string x_api_key;
   int authorization_fields = 0;
   int api_key_fields = 0;
+  // Tracing: the client's X-Request-Id and W3C traceparent (the last of each; checked where they are used).
+  std::string client_request_id;
+  std::string traceparent;
   std::string body;
 
   std::string_view method_string() const { return method_text; }

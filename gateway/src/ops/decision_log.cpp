@@ -184,12 +184,17 @@ std::string decision_log_line(const router::route_decision& d, const decision_co
 
 router::result<std::unique_ptr<decision_log>> decision_log::open(const policies::decision_log_config& config) {
   std::error_code ec;
+  if (config.path == "-") {  // standard error: never rotated, never closed
+    policies::decision_log_config to_stderr = config;
+    to_stderr.max_bytes = UINT64_MAX;
+    return std::unique_ptr<decision_log>(new decision_log(to_stderr, stderr, 0));
+  }
   const std::filesystem::path p(config.path);
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
   std::FILE* f = std::fopen(config.path.c_str(), "ae");
   if (!f) {
     return router::error{router::errc::internal,
-                         "cannot open the decision log '" + config.path + "': " + std::strerror(errno)};
+                         "cannot open the log '" + config.path + "': " + std::strerror(errno)};
   }
   const uint64_t size = std::filesystem::file_size(p, ec);
   return std::unique_ptr<decision_log>(new decision_log(config, f, ec ? 0 : size));
@@ -210,7 +215,8 @@ void decision_log::close() {
   }
   wake_.notify_all();
   if (writer_.joinable()) writer_.join();
-  if (file_) std::fclose(file_);
+  if (file_ && file_ != stderr) std::fclose(file_);
+  if (file_ == stderr) std::fflush(stderr);
   file_ = nullptr;
 }
 

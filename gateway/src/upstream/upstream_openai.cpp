@@ -243,7 +243,7 @@ class upstream_call final : public router::generation,
   std::string other_model_json_;
   body_pieces body_;
   buffer_list request_;     // what goes out: head prefix, tail, body pieces
-  char request_tail_[96];   // "Accept: ...\r\nContent-Length: N\r\n\r\n"
+  char request_tail_[320];  // "X-Request-Id: ..\r\n[traceparent: ..\r\n]Accept: ...\r\nContent-Length: N\r\n\r\n"
   std::optional<response_reader> parser_;
   bool streams_ = false;  // the answer is a 200 to a streaming request: its body goes to the SSE splitter
   std::optional<error> stream_error_;
@@ -427,7 +427,20 @@ void upstream_call::prepare_request() {
   // "Accept: ...\r\nContent-Length: N\r\n\r\n"
   const std::string_view accept = req_->stream ? "Accept: text/event-stream\r\nContent-Length: "
                                                : "Accept: application/json\r\nContent-Length: ";
-  char* p = std::copy(accept.begin(), accept.end(), request_tail_);
+  // The request id (ours, or the client's when well-formed: at most 128 safe characters) and the client's trace
+  // context go upstream, so the provider's logs can be matched with ours.
+  char* p = request_tail_;
+  if (!req_->request_id.empty() && req_->request_id.size() <= 128) {
+    p = std::copy_n("X-Request-Id: ", 14, p);
+    p = std::copy(req_->request_id.begin(), req_->request_id.end(), p);
+    p = std::copy_n("\r\n", 2, p);
+  }
+  if (req_->traceparent.size() == 55) {
+    p = std::copy_n("traceparent: ", 13, p);
+    p = std::copy(req_->traceparent.begin(), req_->traceparent.end(), p);
+    p = std::copy_n("\r\n", 2, p);
+  }
+  p = std::copy(accept.begin(), accept.end(), p);
   p = std::to_chars(p, request_tail_ + sizeof request_tail_ - 4, body_.size()).ptr;
   p = std::copy_n("\r\n\r\n", 4, p);
   request_.count = 0;

@@ -203,6 +203,7 @@ struct policy {
   std::vector<model_config> models;
   std::vector<route_config> routes;
   decision_log_config decision_log;
+  decision_log_config access_log;  // one JSON line per request; path "" = none, "-" = standard error
   std::vector<key_config> keys;    // empty = an open gateway: no key asked (and a warning beyond loopback)
   std::vector<team_config> teams;
   limits_state_config limits_state;

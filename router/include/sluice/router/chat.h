@@ -46,6 +46,7 @@ struct chat_request {
   std::string request_id;  // ours, unique per request (also sent as x-request-id)
   std::string model;       // the policy model name the client asked for
   std::string caller;      // the API key's name, or "" when auth is off
+  std::string traceparent; // the client's W3C traceparent (validated), forwarded upstream; "" when none
   wire_format format = wire_format::openai_chat;
 
   std::vector<message> messages;  // for wire_format::openai_completions: one user message holding the prompt
