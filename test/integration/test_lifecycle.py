@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import (LISTEN_RE, MODELS, UPSTREAM_KEY, RawConnection, SluiceProcess, assert_openai_error, chat_body,
-                      policy_yaml, request)
+                      policy_yaml, request, sluice_bin)
 
 
 def test_prints_listening_line_and_serves_health(sluice):
@@ -129,3 +129,21 @@ def test_models_retrieve_serves_models_and_routes(workdir, fake, refused_port):
             assert err["param"] == "model", err
     finally:
         s.stop()
+
+
+def test_a_port_in_use_is_reported_before_any_model_loads(workdir):
+    """Bound first: a busy port fails in milliseconds, not after the local model's load."""
+    model = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models",
+                         "SmolLM2-135M-Instruct.Q4_1.gguf")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = os.path.join(workdir, "busy-port.yaml")
+        with open(path, "w") as f:
+            f.write(f"server: {{listen: 127.0.0.1, port: {port}}}\n"
+                    f"models:\n  smollm2:\n    kind: local\n    gguf: {model}\n")
+        r = subprocess.run([sluice_bin(), "serve", "--config", path], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
+    assert "loading local model" not in r.stderr

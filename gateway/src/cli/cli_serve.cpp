@@ -130,6 +130,14 @@ int run_serve(int argc, char** argv) {
   // them, and everything they touch is owned by the shared server_state they hold.
   io_threads io(threads);
 
+  // Bound before the models load: a port in use is reported at once, not after a long model load. Connections
+  // wait in the listen backlog until the gateway is ready to accept them.
+  auto listening = open_listener(io, policy->server.listen_address, policy->server.port);
+  if (!listening) {
+    std::fprintf(stderr, "sluice: %s\n", listening.error().message.c_str());
+    return 1;
+  }
+
   router::backend_map backends;
   auto metrics = std::make_shared<gateway_metrics>(policy->model_names(), policy->route_names());
   upstream_options uopts;
@@ -210,11 +218,6 @@ int run_serve(int argc, char** argv) {
                  policy->server.listen_address.c_str());
   }
 
-  auto listening = open_listener(io, policy->server.listen_address, policy->server.port);
-  if (!listening) {
-    std::fprintf(stderr, "sluice: %s\n", listening.error().message.c_str());
-    return 1;
-  }
   const std::shared_ptr<tcp_acceptor> acceptor = *listening;
   const auto bound = acceptor->local_endpoint();
   const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
