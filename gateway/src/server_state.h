@@ -14,6 +14,7 @@
 #include "api/feedback_api.h"
 #include "ops/decision_log.h"
 #include "ops/gateway_metrics.h"
+#include "serving.h"
 #include "sluice/policies/policy.h"
 #include "sluice/router/router.h"
 
@@ -37,18 +38,26 @@ class session_registry {
 };
 
 struct server_state {
+  // The policy the server started with: its `server` section (listen, threads, timeouts, limits) applies until a
+  // restart. Everything else comes from config(), which a reload replaces.
   std::shared_ptr<const policies::policy> policy;
-  std::shared_ptr<const router::router> router;
+  std::shared_ptr<const serving_config> config() const { return config_.load(std::memory_order_acquire); }
+  void set_config(std::shared_ptr<const serving_config> c) { config_.store(std::move(c), std::memory_order_release); }
+  // Set by serve when reloading is possible: starts a reload (false when one runs), and its last outcome as JSON.
+  std::function<bool(std::string why)> request_reload;
+  std::function<std::string()> reload_status;
   std::shared_ptr<gateway_metrics> metrics;  // may be null in tests
   std::shared_ptr<decision_log> decisions;   // null when the policy has no decision_log
   std::shared_ptr<request_index> routed;     // recent routed request ids, for feedback (with a decision log)
-  std::shared_ptr<access_control> access;    // keys, budgets, rate limits; null when the policy has no keys
   std::shared_ptr<decision_log> access_log;  // one JSON line per request; null when the policy has none
   session_registry sessions;
   std::atomic<bool> ready{false};
   std::atomic<int64_t> connections_open{0};
   std::atomic<int64_t> requests_active{0};  // being handled now (the shutdown drain waits for 0)
   std::atomic<bool> draining{false};        // shutting down: finish current requests, close connections
+
+ private:
+  std::atomic<std::shared_ptr<const serving_config>> config_;
 };
 
 }  // namespace sluice::gateway

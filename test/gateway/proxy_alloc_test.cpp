@@ -193,15 +193,9 @@ TEST_CASE("a pass-through chat completion allocates at most one heap block per r
   auto state = std::make_shared<server_state>();
   state->policy = policy;
   state->metrics = std::make_shared<gateway_metrics>(policy->model_names(), policy->route_names());
-  upstream_options opts;
-  opts.metrics = state->metrics;
-  router::backend_map backends;
-  auto backend = make_openai_backend(io, policy->models.front(), opts);
-  REQUIRE(backend.has_value());
-  backends["bench"] = *backend;
-  auto routed = router::router::create(policy, std::move(backends), nullptr);
-  REQUIRE(routed.has_value());
-  state->router = *routed;
+  auto built = build_serving_config(serving_builder{io, state->metrics, nullptr, nullptr}, policy, nullptr, nullptr);
+  REQUIRE(built.has_value());
+  state->set_config(*built);
   auto listening = open_listener(io, "127.0.0.1", 0);
   REQUIRE(listening.has_value());
   const uint16_t port = (*listening)->local_endpoint().port();

@@ -206,9 +206,13 @@ def write_policy(workdir, name, policy):
 
 NEVER_CONFIDENT = {"min_mean_logprob": -0.0001}  # a mean token log-prob above -0.0001: (almost) never
 
+# The shipped route's 10 s tier timeout is kept out of these tests: on a loaded machine or a sanitizer build a
+# slow local answer would escalate as local_timeout and the expected decisions would not hold (local timeouts
+# have tests of their own).
+UNHURRIED = {"tier_timeout_ms": 120000}
 CASCADE_ROUTES = {
-    "headlines": headlines_route(),                    # as shipped (log_text off)
-    "headlines-text": headlines_route(log_text=True),  # as shipped, logging text
+    "headlines": headlines_route(**UNHURRIED),                    # as shipped (log_text off)
+    "headlines-text": headlines_route(log_text=True, **UNHURRIED),  # as shipped, logging text
     "labels-only": {"tiers": ["smollm2", "frontier"], "accept": {"labels": list(LABELS)}, "local_max_tokens": 4},
     "lowconf": {"tiers": ["smollm2", "frontier"], "accept": dict(NEVER_CONFIDENT), "local_max_tokens": 4,
                 "log_text": True},

@@ -100,7 +100,7 @@ const char* to_string(auth_failure f) {
 }
 
 std::unique_ptr<access_control> access_control::create(const policies::policy& p, size_t io_threads,
-                                                        std::string& error) {
+                                                        std::string& error, const access_control* previous) {
   auto ac = std::unique_ptr<access_control>(new access_control());
   for (const auto& k : p.keys) ac->keys_.emplace(k.sha256, &k);
   ac->fail_open_ = p.limits_state.fail_open;
@@ -120,8 +120,10 @@ std::unique_ptr<access_control> access_control::create(const policies::policy& p
     }
     ac->store_ = std::make_unique<redis_limits>(std::make_shared<redis_client>(std::move(o), io_threads),
                                                 p.limits_state.key_prefix);
+  } else if (previous && std::string_view(previous->store_->name()) == "memory") {
+    ac->store_ = previous->store_;  // (counted by key and team name: what was spent stays spent)
   } else {
-    ac->store_ = std::make_unique<memory_limits>();
+    ac->store_ = std::make_shared<memory_limits>();
   }
   return ac;
 }

@@ -31,7 +31,9 @@ class access_control {
  public:
   // The store is memory_limits, or redis_limits when the policy names a Redis (its password read from the
   // environment here). Errors (a password variable that is unset) come back in `error`.
-  static std::unique_ptr<access_control> create(const policies::policy& p, size_t io_threads, std::string& error);
+  // `previous` (a reload): its in-process store is kept, so that budgets and rate limits carry over.
+  static std::unique_ptr<access_control> create(const policies::policy& p, size_t io_threads, std::string& error,
+                                                const access_control* previous = nullptr);
 
   // The key a request presents (Authorization: Bearer, or x-api-key), checked against the policy's hashes. A
   // key in the URL's query is refused even when it is valid: URLs end up in logs.
@@ -59,7 +61,7 @@ class access_control {
     }
   };
   std::unordered_map<std::array<uint8_t, 32>, const policies::key_config*, digest_hash> keys_;
-  std::unique_ptr<limits_store> store_;
+  std::shared_ptr<limits_store> store_;
   bool fail_open_ = false;
 };
 

@@ -86,7 +86,7 @@ task<void> settle_owned(std::shared_ptr<access_control> access, reservation r, n
 
 task<bool> authenticate(http_session& s, const policies::key_config*& key, bool& again) {
   key = nullptr;
-  auto* access = s.state().access.get();
+  auto* access = s.config().access.get();
   if (!access) co_return true;
   const auth_failure f = access->authenticate(s.request(), key);
   if (f == auth_failure::none) co_return true;
@@ -113,7 +113,7 @@ task<bool> authenticate(http_session& s, const policies::key_config*& key, bool&
 }
 
 task<bool> authenticate_admin(http_session& s, bool& again) {
-  if (!s.state().access || !s.state().policy->has_admin_keys()) co_return true;
+  if (!s.config().access || !s.config().policy->has_admin_keys()) co_return true;
   const policies::key_config* key = nullptr;
   if (!co_await authenticate(s, key, again)) co_return false;
   if (key->admin) co_return true;
@@ -135,10 +135,11 @@ task<std::unique_ptr<key_grant>> admit(http_session& s, const policies::key_conf
     co_return nullptr;
   }
   auto g = std::make_unique<key_grant>();
-  g->access = state.access;
+  const serving_config& cfg = s.config();
+  g->access = cfg.access;
   g->key = &key;
-  g->reserved = state.access->worst_case(*state.policy, key, req, body_bytes);
-  g->said = co_await state.access->store().reserve(g->reserved);
+  g->reserved = cfg.access->worst_case(*cfg.policy, key, req, body_bytes);
+  g->said = co_await cfg.access->store().reserve(g->reserved);
   const admission& a = g->said;
   if (a.outcome == admission_outcome::admitted) {
     count_key(s, key, "admitted");
@@ -146,9 +147,9 @@ task<std::unique_ptr<key_grant>> admit(http_session& s, const policies::key_conf
   }
   count_key(s, key, to_string(a.outcome));
   if (a.outcome == admission_outcome::unavailable) {
-    if (auto* m = state.metrics.get()) m->limits_store_errors_total.with({state.access->store().name()}).inc();
-    log_store_error(state.access->store().name(), a.error, state.access->fail_open());
-    if (state.access->fail_open()) {
+    if (auto* m = state.metrics.get()) m->limits_store_errors_total.with({cfg.access->store().name()}).inc();
+    log_store_error(cfg.access->store().name(), a.error, cfg.access->fail_open());
+    if (cfg.access->fail_open()) {
       g->counted = false;
       co_return g;
     }

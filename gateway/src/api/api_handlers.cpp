@@ -180,7 +180,7 @@ const header_block& cost_trailers(http_session& s, const event_queue& q, const r
 // The `model` field of answers the gateway writes itself: the serving model's upstream name (as OpenAI answers
 // with the resolved model), or the name the client used when nothing served.
 std::string answer_model(const serving& sv, const event_queue& q) {
-  const policies::model_config* m = sv.s.state().policy->find_model(sv.tier(&q));
+  const policies::model_config* m = sv.s.config().policy->find_model(sv.tier(&q));
   if (!m) return sv.req->model;
   return m->upstream_model.empty() ? m->name : m->upstream_model;
 }
@@ -237,7 +237,7 @@ task<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, boo
     co_return false;
   }
   const bool stopping = why == event_queue::interruption::server_stopping;
-  const auto& policy = *sv.s.state().policy;
+  const auto& policy = *sv.s.config().policy;
   router::error e{router::errc::shutting_down,
                   "The server is shutting down; the request was cut before it finished. Retry it."};
   if (!stopping) {
@@ -305,7 +305,7 @@ std::unique_ptr<router::error> parse_into(request_parser parse, http_session& s,
 
 std::unique_ptr<router::error> dispatch(serving& sv, const std::shared_ptr<event_queue>& queue,
                                         std::shared_ptr<router::generation>& gen) {
-  auto started = sv.s.state().router->dispatch(sv.req, queue);
+  auto started = sv.s.config().router->dispatch(sv.req, queue);
   if (!started) return std::make_unique<router::error>(std::move(started.error()));
   gen = std::move(*started);
   return nullptr;
@@ -353,8 +353,9 @@ task<bool> serve_completion(http_session& s, request_parser parse, clock::time_p
   serving sv{s, req, nullptr, nullptr, t0, std::nullopt};
   sv.req->request_id = s.request_id();
   sv.req->traceparent = s.request().traceparent;
-  sv.route = state.policy->find_route(sv.req->model);
-  if (!sv.route) sv.model = state.policy->find_model(sv.req->model);
+  const auto& policy = *s.config().policy;
+  sv.route = policy.find_route(sv.req->model);
+  if (!sv.route) sv.model = policy.find_model(sv.req->model);
   std::unique_ptr<key_grant> grant;
   if (key) {
     sv.req->caller = key->name;
@@ -368,6 +369,7 @@ task<bool> serve_completion(http_session& s, request_parser parse, clock::time_p
 
   const std::shared_ptr<event_queue>& queue = s.reuse_event_queue();
   if (!sv.route) queue->set_deadline(t0 + state.policy->server.request_timeout);  // a route: its cascade's
+                                                                                  // (server: the startup policy's)
   std::shared_ptr<router::generation> gen;
   if (auto refused = dispatch(sv, queue, gen)) co_return co_await refuse_dispatch(sv, *refused);
   const client_watch watch(s, queue);
@@ -531,13 +533,13 @@ void append_model_object(std::string& out, std::string_view id, std::string_view
 task<bool> list_models(http_session& s, const policies::key_config* key) {
   std::string out = "{\"object\":\"list\",\"data\":[";
   bool first = true;
-  for (const auto& m : s.state().policy->models) {
+  for (const auto& m : s.config().policy->models) {
     if (key && !access_control::allows(*key, m.name)) continue;
     if (!first) out += ',';
     first = false;
     append_model_object(out, m.name, owner(m));
   }
-  for (const auto& r : s.state().policy->routes) {
+  for (const auto& r : s.config().policy->routes) {
     if (key && !access_control::allows(*key, r.name)) continue;
     if (!first) out += ',';
     first = false;
@@ -575,7 +577,7 @@ constexpr std::string_view model_name_chars = "abcdefghijklmnopqrstuvwxyzABCDEFG
 
 // GET /v1/models/{id} (the SDKs' models.retrieve): a model or route of the policy, else 404 model_not_found.
 task<bool> retrieve_model(http_session& s, std::string_view encoded_id, const policies::key_config* key) {
-  const auto& policy = *s.state().policy;
+  const auto& policy = *s.config().policy;
   std::optional<std::string> id = percent_decode(encoded_id);
   if (id && key && !access_control::allows(*key, *id)) id.reset();  // (as if it did not exist)
   std::string out;
@@ -606,7 +608,9 @@ task<bool> refuse(http_session& s, int status, router::error e, header_block hea
   co_return co_await s.send(status, openai_error_body(e), json_type, headers);
 }
 
-enum class endpoint_id { chat, completions, feedback, models, healthz, readyz, metrics, model, not_allowed, not_found };
+enum class endpoint_id {
+  chat, completions, feedback, models, healthz, readyz, metrics, model, reload, reload_status, not_allowed, not_found
+};
 
 struct endpoint {
   std::string_view path;
@@ -621,6 +625,8 @@ constexpr endpoint endpoints[] = {
     {"/healthz", http::verb::get, endpoint_id::healthz},
     {"/readyz", http::verb::get, endpoint_id::readyz},
     {"/metrics", http::verb::get, endpoint_id::metrics},
+    {"/admin/reload", http::verb::post, endpoint_id::reload},
+    {"/admin/reload", http::verb::get, endpoint_id::reload_status},
 };
 constexpr std::string_view models_prefix = "/v1/models/";
 
@@ -633,9 +639,9 @@ endpoint_id route_of(const incoming_request& req, std::string_view& target, cons
   for (const endpoint& ep : endpoints) {
     if (target != ep.path) continue;
     if (req.method == ep.verb || (ep.verb == http::verb::get && get_or_head)) return ep.id;
-    allowed = &ep;
-    return endpoint_id::not_allowed;
+    if (!allowed) allowed = &ep;
   }
+  if (allowed) return endpoint_id::not_allowed;
   if (target.starts_with(models_prefix) && target.size() > models_prefix.size()) {
     if (get_or_head) return endpoint_id::model;
     static constexpr endpoint retrieve{"/v1/models/{model}", http::verb::get, endpoint_id::model};
@@ -664,9 +670,9 @@ task<bool> refuse_path(http_session& s, std::string_view target, clock::time_poi
 task<bool> readyz(http_session& s) {
   const bool ready = s.state().ready.load();
   std::string body = ready ? "{\"status\":\"ready\"" : "{\"status\":\"starting\"";
-  if (ready && s.state().router) {
+  if (ready) {
     // Still ready (other models serve), but say which models fail fast now.
-    const auto open = s.state().router->open_circuits();
+    const auto open = s.config().router->open_circuits();
     if (!open.empty()) {
       body += ",\"open_circuits\":[";
       for (size_t i = 0; i < open.size(); ++i) {
@@ -719,13 +725,38 @@ void log_refused(http_session& s, int status, const router::error& err, std::str
   log->write(access_log_line(e));
 }
 
+// POST /admin/reload: loads the policy file again (as SIGHUP does) on a thread of its own; 202 when started. GET
+// says how the last reload went. Both need an admin key (without admin keys in the policy: SIGHUP only).
+task<bool> admin_reload(http_session& s, bool start) {
+  auto& state = s.state();
+  bool again = false;
+  if (!s.config().policy->has_admin_keys()) {
+    router::error e{router::errc::forbidden, "Reloading over HTTP needs an admin key (a key with admin: true in the "
+                                             "policy); or send SIGHUP to the process."};
+    co_return co_await send_error(s, e);
+  }
+  const bool ok = co_await authenticate_admin(s, again);
+  if (!ok) co_return again;
+  if (!state.request_reload || !state.reload_status) {
+    router::error e{router::errc::not_implemented, "This server cannot reload its policy."};
+    co_return co_await send_error(s, e);
+  }
+  if (!start) co_return co_await s.send(200, state.reload_status(), json_type);
+  if (!state.request_reload("POST /admin/reload")) {
+    router::error e{router::errc::conflict, "A policy reload is already running; GET /admin/reload says when it is "
+                                            "done."};
+    co_return co_await send_error(s, e);
+  }
+  co_return co_await s.send(202, "{\"status\":\"reloading\"}", json_type);
+}
+
 task<bool> handle_request(http_session& s) {
   const auto t0 = clock::now();
   std::string_view target;
   const endpoint* allowed = nullptr;
   const endpoint_id id = route_of(s.request(), target, allowed);
   const policies::key_config* key = nullptr;
-  if (s.state().access) {
+  if (s.config().access) {
     bool again = false;
     if (needs_key(id)) {
       const bool ok = co_await authenticate(s, key, again);
@@ -744,6 +775,8 @@ task<bool> handle_request(http_session& s) {
     case endpoint_id::readyz: co_return co_await readyz(s);
     case endpoint_id::metrics: co_return co_await metrics_text(s);
     case endpoint_id::model: co_return co_await retrieve_model(s, target.substr(models_prefix.size()), key);
+    case endpoint_id::reload: co_return co_await admin_reload(s, true);
+    case endpoint_id::reload_status: co_return co_await admin_reload(s, false);
     case endpoint_id::not_allowed: co_return co_await refuse_method(s, *allowed, t0);
     case endpoint_id::not_found: break;
   }

@@ -6,7 +6,12 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <functional>
+
 #include "access/access.h"
+#include "serving.h"
 #include "cli/cli.h"
 #include "http/asio_timers.h"
 #include "http/io_threads.h"
@@ -138,52 +143,17 @@ int run_serve(int argc, char** argv) {
     return 1;
   }
 
-  router::backend_map backends;
-  auto metrics = std::make_shared<gateway_metrics>(policy->model_names(), policy->route_names());
-  upstream_options uopts;
-  uopts.timeout = policy->server.request_timeout;  // per attempt, unless the model sets timeout_ms
-  uopts.metrics = metrics;                         // upstream clients count their failures by reason
-  for (const auto& m : policy->models) {
-    if (m.kind == policies::model_kind::openai) {
-      auto b = make_openai_backend(io, m, uopts);
-      if (!b) {
-        std::fprintf(stderr, "sluice: %s\n", b.error().message.c_str());
-        return 1;
-      }
-      backends[m.name] = *b;
-    } else if (m.kind == policies::model_kind::local) {
-      std::fprintf(stderr, "sluice: loading local model '%s' from %s\n", m.name.c_str(), m.local.gguf_path.c_str());
-      auto b = make_local_backend(m);
-      if (!b) {
-        std::fprintf(stderr, "sluice: model '%s': %s\n", m.name.c_str(), b.error().message.c_str());
-        return 1;
-      }
-      backends[m.name] = *b;
-    } else if (m.kind == policies::model_kind::task) {
-      auto b = make_task_backend(m);
-      if (!b) {
-        std::fprintf(stderr, "sluice: model '%s': %s\n", m.name.c_str(), b.error().message.c_str());
-        return 1;
-      }
-      backends[m.name] = *b;
-    } else {
-      std::fprintf(stderr, "sluice: warning: model '%s' has kind anthropic, which this build does not serve yet\n",
-                   m.name.c_str());
-    }
-  }
-
   auto state = std::make_shared<server_state>();
   state->policy = policy;
-  state->metrics = std::move(metrics);
-  std::vector<std::shared_ptr<router::backend>> all_backends;
-  for (const auto& [name, b] : backends) all_backends.push_back(b);
-  auto routed = router::router::create(policy, std::move(backends), make_asio_timers(io.context(0)),
-                                       std::make_shared<resilience_log>(state->metrics));
-  if (!routed) {
-    std::fprintf(stderr, "sluice: %s\n", routed.error().message.c_str());
+  state->metrics = std::make_shared<gateway_metrics>(policy->model_names(), policy->route_names());
+  serving_builder builder{io, state->metrics, make_asio_timers(io.context(0)),
+                          std::make_shared<resilience_log>(state->metrics)};
+  auto built = build_serving_config(builder, policy, nullptr, nullptr);
+  if (!built) {
+    std::fprintf(stderr, "sluice: %s\n", built.error().message.c_str());
     return 1;
   }
-  state->router = std::move(*routed);
+  state->set_config(*built);
   if (!policy->decision_log.path.empty()) {
     auto log = decision_log::open(policy->decision_log);
     if (!log) {
@@ -203,12 +173,6 @@ int run_serve(int argc, char** argv) {
     state->access_log = std::move(*log);
   }
   if (policy->requires_keys()) {
-    std::string error;
-    state->access = access_control::create(*policy, io.size(), error);
-    if (!state->access) {
-      std::fprintf(stderr, "sluice: %s\n", error.c_str());
-      return 1;
-    }
     std::fprintf(stderr, "sluice: %zu API key(s); budgets and rate limits counted in %s\n", policy->keys.size(),
                  policy->limits_state.redis ? "redis" : "this process's memory");
   } else if (!is_loopback(policy->server.listen_address)) {
@@ -222,6 +186,21 @@ int run_serve(int argc, char** argv) {
   const auto bound = acceptor->local_endpoint();
   const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
 
+  // SIGHUP and POST /admin/reload load the policy file again (serving.h): a valid one is swapped in, requests
+  // in flight finish with the one they started with.
+  policy_reloader reloader(builder, config, overrides, state);
+  state->request_reload = [&reloader](std::string why) { return reloader.trigger(std::move(why)); };
+  state->reload_status = [&reloader] { return reloader.status_json(); };
+  auto hup = std::make_shared<boost::asio::signal_set>(io.context(0), SIGHUP);
+  std::function<void()> wait_hup = [&, hup] {
+    hup->async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      if (!reloader.trigger("SIGHUP")) std::fprintf(stderr, "sluice: SIGHUP: a policy reload is already running\n");
+      wait_hup();
+    });
+  };
+  wait_hup();
+
   std::make_shared<graceful_shutdown>(io, state, acceptor)->arm();
   start_accepting(io, acceptor, state);
   state->ready = true;
@@ -229,9 +208,13 @@ int run_serve(int argc, char** argv) {
   std::fflush(stdout);
 
   io.run();  // until the shutdown stops the io threads
+  state->request_reload = nullptr;
+  state->reload_status = nullptr;
   // The network has stopped: stop the backends' own threads (the engine's) while the io_context they post
   // to still exists. Their last callbacks are queued and dropped with it.
-  for (const auto& b : all_backends) b->stop();
+  reloader.wait();  // a reload in progress finishes first
+  for (const auto& [name, b] : state->config()->backends) b->stop();
+  for (const auto& b : reloader.retired()) b->stop();
   if (state->decisions) state->decisions->close();  // every line of the requests served is on disk
   if (state->access_log) state->access_log->close();
   std::fprintf(stderr, "sluice: stopped\n");

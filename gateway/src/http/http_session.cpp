@@ -424,6 +424,7 @@ task<void> http_session::serve() {
     keep_alive_ = request_.keep_alive && !state_->draining.load(std::memory_order_relaxed);
     phase_ = phase::serving;
     state_->requests_active.fetch_add(1, std::memory_order_relaxed);
+    pinned_ = state_->config();
     const bool again = co_await handle_request(*this);
     state_->requests_active.fetch_sub(1, std::memory_order_relaxed);
     if (!again || state_->draining.load(std::memory_order_relaxed)) co_return;

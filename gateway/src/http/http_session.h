@@ -29,6 +29,7 @@ struct chat_request;
 namespace sluice::gateway {
 
 struct server_state;  // server_state.h
+struct serving_config;  // serving.h
 
 class event_queue;
 
@@ -72,6 +73,9 @@ class http_session final : public std::enable_shared_from_this<http_session>, pr
   incoming_request& request() { return request_; }
   const std::string& request_id() const { return request_id_; }
   server_state& state() { return *state_; }
+  // The policy, router and keys this request is served with: pinned when it starts, so that a policy reload
+  // never changes a request half-way.
+  const serving_config& config() const { return *pinned_; }
 
   // Reused by every request on this connection: the chat request (a fresh one when a backend still holds the
   // previous one) and the event queue its backend reports to (likewise), and a header block for the answer.
@@ -104,6 +108,7 @@ class http_session final : public std::enable_shared_from_this<http_session>, pr
   tcp_socket socket_;
   boost::beast::flat_buffer buffer_;
   std::shared_ptr<server_state> state_;
+  std::shared_ptr<const serving_config> pinned_;
   phase phase_ = phase::idle;
   std::chrono::steady_clock::time_point received_at_;  // the first byte of the request being received
   bool cut_ = false;                  // the server cut this connection (see cut())

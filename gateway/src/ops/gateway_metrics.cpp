@@ -151,6 +151,11 @@ gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::
       circuit_open(registry_.add_gauge(
           "sluice_circuit_open", "1 while a model's circuit breaker is open (requests fail fast or fall back).",
           {"model"})),
+      policy_reloads_total(registry_.add_counter(
+          "sluice_policy_reloads_total",
+          "Policy reloads (SIGHUP, POST /admin/reload), by result: ok, invalid (the file has errors), refused "
+          "(valid, but it changes a loaded local model or cannot be built); the previous policy stays unless ok.",
+          {"result"})),
       build_info(registry_.add_gauge("sluice_build_info", "Always 1; the version label says which build runs.",
                                      {"version"})),
       connections_open(registry_.add_gauge("sluice_connections_open", "Client connections currently open.")

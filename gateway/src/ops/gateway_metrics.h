@@ -115,6 +115,7 @@ class gateway_metrics {
   counter_family& upstream_retries_total;    // {model}
   counter_family& fallbacks_total;           // {model, to}
   gauge_family& circuit_open;                // {model}
+  counter_family& policy_reloads_total;      // {result}: ok | invalid | refused
   gauge_family& build_info;                  // {version}, always 1
   gauge& connections_open;
   gauge& requests_in_flight;
