@@ -839,6 +839,11 @@ def test_grafana_dashboard_queries_return_route_data(cascade):
     dash, queries = dashboard_queries()
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["route"]["definition"] == "label_values(sluice_route_requests_total, route)"
+    assert variables["instance"]["definition"] == "label_values(sluice_build_info, instance)"
+    assert variables["model"]["definition"] == "label_values(sluice_requests_total, model)"
+    for title, expr in queries:  # every selector of a Sluice metric follows the instance filter
+        for selector in re.findall(r"sluice_[a-z_]+(?:\{[^}]*\})?", expr):
+            assert 'instance=~"$instance"' in selector, (title, selector)
 
     def wait_for_a_scrape():
         """Until Prometheus holds what the gateway counts now."""
@@ -865,13 +870,14 @@ def test_grafana_dashboard_queries_return_route_data(cascade):
         wait_for_a_scrape()
 
     for title, expr in queries:
-        concrete = expr.replace("$route", "headlines").replace("$__rate_interval", "1m").replace("$__range", "10m")
+        concrete = (expr.replace("$route", "headlines").replace("$instance", ".*").replace("$model", ".*")
+                    .replace("$__rate_interval", "1m").replace("$__range", "10m"))
         doc = prom.query(concrete)
         assert doc.get("status") == "success", (title, concrete, doc)
         if "sluice_route_" in expr:
             assert doc["data"]["result"], f"panel {title!r} has no data: {concrete}"
     saved = next(e for t, e in queries if t == "Saved vs baseline (USD/hour) by route")  # A: baseline - cost
-    result = prom.query(saved.replace("$route", "headlines"))["data"]["result"]
+    result = prom.query(saved.replace("$route", "headlines").replace("$instance", ".*"))["data"]["result"]
     assert result[0]["metric"] == {"route": "headlines"} and float(result[0]["value"][1]) > 0, result
     url = (f"http://127.0.0.1:{prom.port}/api/v1/label/route/values?"
            + urllib.parse.urlencode({"match[]": "sluice_route_requests_total"}))
