@@ -10,6 +10,7 @@
 #include "local/task_backend.h"
 #include "ops/decision_log.h"
 #include "ops/gateway_metrics.h"
+#include "ops/sd_notify.h"
 #include "server_state.h"
 #include "upstream/upstream_openai.h"
 
@@ -108,6 +109,7 @@ bool policy_reloader::trigger(std::string why) {
 }
 
 void policy_reloader::run(std::string why) {
+  sd_notify_reloading();
   const auto current = state_->config();
   std::string outcome = "ok";
   std::string message;
@@ -154,6 +156,7 @@ void policy_reloader::run(std::string why) {
     const std::lock_guard lock(mutex_);
     last_ = std::move(json);
   }
+  sd_notify(outcome == "ok" ? "READY=1\nSTATUS=serving" : "READY=1\nSTATUS=serving (the last policy reload was refused)");
   running_.store(false);
 }
 

@@ -149,3 +149,32 @@ def test_a_changed_local_model_is_refused_until_a_restart(workdir, fake, refused
         assert request(s, "POST", "/v1/chat/completions", chat_body("smollm2", max_tokens=2))[0] == 200
     finally:
         s.stop()
+
+
+def test_systemd_hears_ready_reloading_and_stopping(workdir, fake, refused_port):
+    """sd_notify(3) over $NOTIFY_SOCKET, as systemd's Type=notify units expect (deploy/systemd/sluice.service)."""
+    import socket
+    sock_path = os.path.join(workdir, "notify.sock")
+    if os.path.exists(sock_path):
+        os.unlink(sock_path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(10)
+    path = os.path.join(workdir, "notify.yaml")
+    with open(path, "w") as f:
+        f.write(policy_yaml(fake.port, refused_port))
+    os.environ["NOTIFY_SOCKET"] = sock_path
+    try:
+        s = SluiceProcess(path, workdir=workdir)
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    try:
+        assert sock.recv(4096).decode().startswith("READY=1")
+        s.proc.send_signal(signal.SIGHUP)
+        reloading = sock.recv(4096).decode()
+        assert reloading.startswith("RELOADING=1\nMONOTONIC_USEC="), reloading
+        assert sock.recv(4096).decode().startswith("READY=1")
+    finally:
+        assert s.stop() == 0
+    assert sock.recv(4096).decode().startswith("STOPPING=1")
+    sock.close()

@@ -11,6 +11,7 @@
 #include <functional>
 
 #include "access/access.h"
+#include "ops/sd_notify.h"
 #include "serving.h"
 #include "cli/cli.h"
 #include "http/asio_timers.h"
@@ -206,6 +207,7 @@ int run_serve(int argc, char** argv) {
   state->ready = true;
   std::printf("sluice: listening on http://%s:%u\n", host.c_str(), bound.port());
   std::fflush(stdout);
+  sd_notify("READY=1\nSTATUS=serving");  // (systemd Type=notify: deploy/systemd/sluice.service)
 
   io.run();  // until the shutdown stops the io threads
   state->request_reload = nullptr;

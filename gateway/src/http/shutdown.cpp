@@ -6,6 +6,7 @@
 
 #include "http/http_session.h"
 #include "http/io_threads.h"
+#include "ops/sd_notify.h"
 
 namespace sluice::gateway {
 
@@ -53,6 +54,7 @@ void graceful_shutdown::begin_drain() {
   next_stage_at_ = clock::now() + state_->policy->server.shutdown_grace;
   state_->draining.store(true);
   state_->ready.store(false);
+  sd_notify("STOPPING=1\nSTATUS=draining");
   boost::system::error_code ignored;
   acceptor_->close(ignored);
   state_->sessions.for_each([](const std::shared_ptr<http_session>& s) {
