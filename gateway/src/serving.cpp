@@ -102,6 +102,7 @@ void policy_reloader::wait() {
 }
 
 bool policy_reloader::trigger(std::string why) {
+  if (!state_->config()) return false;  // still starting: the first config is not built yet
   if (running_.exchange(true)) return false;
   if (thread_.joinable()) thread_.join();  // (the last reload's thread has finished: running_ was false)
   thread_ = std::thread([this, why = std::move(why)]() mutable { run(std::move(why)); });

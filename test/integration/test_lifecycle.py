@@ -147,3 +147,52 @@ def test_a_port_in_use_is_reported_before_any_model_loads(workdir):
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
     assert "loading local model" not in r.stderr
+
+
+def test_readyz_is_503_while_the_models_load_and_200_after(workdir):
+    """The port is served from the start: /healthz 200, /readyz and the API 503 until the models are loaded."""
+    import time
+    import urllib.error
+    import urllib.request
+    model = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models",
+                         "SmolLM2-135M-Instruct.Q4_1.gguf")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = os.path.join(workdir, "loading.yaml")
+    with open(path, "w") as f:  # two local models: loading takes long enough to be seen
+        f.write(f"server: {{listen: 127.0.0.1, port: {port}}}\nmodels:\n"
+                f"  a:\n    kind: local\n    gguf: {model}\n  b:\n    kind: local\n    gguf: {model}\n")
+    p = subprocess.Popen([sluice_bin(), "serve", "--config", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def status(method, route, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{route}", method=method, data=body,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return r.status, dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers)
+
+    try:
+        seen, deadline = [], time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                ready, _ = status("GET", "/readyz")
+            except OSError:
+                time.sleep(0.002)
+                continue
+            seen.append(ready)
+            if ready == 200:
+                break
+            assert status("GET", "/healthz")[0] == 200
+            chat, headers = status("POST", "/v1/chat/completions",
+                                   json.dumps(chat_body("a", max_tokens=1)).encode())
+            if chat == 503:
+                assert headers.get("Retry-After") == "1"
+        assert seen and seen[-1] == 200, seen
+        assert 503 in seen, "the listener was not up before the models were loaded"
+        assert p.stdout.readline().decode().startswith("sluice: listening on")
+    finally:
+        p.terminate()
+        p.wait(10)

@@ -750,11 +750,22 @@ task<bool> admin_reload(http_session& s, bool start) {
   co_return co_await s.send(202, "{\"status\":\"reloading\"}", json_type);
 }
 
+// While the models load (the listener is up first): /healthz says the process lives, everything else 503.
+task<bool> starting(http_session& s, endpoint_id id) {
+  if (id == endpoint_id::healthz) co_return co_await s.send(200, "{\"status\":\"ok\"}", json_type);
+  if (id == endpoint_id::readyz) co_return co_await s.send(503, "{\"status\":\"starting\"}", json_type);
+  router::error e{router::errc::overloaded, "The gateway is starting (loading its models); retry shortly."};
+  header_block h;
+  h.add("Retry-After", "1");
+  co_return co_await s.send(503, openai_error_body(e), json_type, h);
+}
+
 task<bool> handle_request(http_session& s) {
   const auto t0 = clock::now();
   std::string_view target;
   const endpoint* allowed = nullptr;
   const endpoint_id id = route_of(s.request(), target, allowed);
+  if (!s.has_config()) co_return co_await starting(s, id);
   const policies::key_config* key = nullptr;
   if (s.config().access) {
     bool again = false;

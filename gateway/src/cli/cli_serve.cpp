@@ -6,6 +6,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <functional>
@@ -149,12 +150,6 @@ int run_serve(int argc, char** argv) {
   state->metrics = std::make_shared<gateway_metrics>(policy->model_names(), policy->route_names());
   serving_builder builder{io, state->metrics, make_asio_timers(io.context(0)),
                           std::make_shared<resilience_log>(state->metrics)};
-  auto built = build_serving_config(builder, policy, nullptr, nullptr);
-  if (!built) {
-    std::fprintf(stderr, "sluice: %s\n", built.error().message.c_str());
-    return 1;
-  }
-  state->set_config(*built);
   if (!policy->decision_log.path.empty()) {
     auto log = decision_log::open(policy->decision_log);
     if (!log) {
@@ -202,20 +197,40 @@ int run_serve(int argc, char** argv) {
   };
   wait_hup();
 
+  // Connections are accepted from now on, while the models load on a thread of their own: /healthz answers 200,
+  // /readyz and everything else 503 until the gateway is ready; then the listening line says so.
   std::make_shared<graceful_shutdown>(io, state, acceptor)->arm();
   start_accepting(io, acceptor, state);
-  state->ready = true;
-  std::printf("sluice: listening on http://%s:%u\n", host.c_str(), bound.port());
-  std::fflush(stdout);
-  sd_notify("READY=1\nSTATUS=serving");  // (systemd Type=notify: deploy/systemd/sluice.service)
+  bool load_failed = false;
+  std::thread loader([&] {
+    auto built = build_serving_config(builder, policy, nullptr, nullptr);
+    if (!built) {
+      std::fprintf(stderr, "sluice: %s\n", built.error().message.c_str());
+      load_failed = true;
+      io.stop();
+      return;
+    }
+    state->set_config(*built);
+    boost::asio::post(io.context(0), [&, state] {
+      if (state->draining.load()) return;
+      state->ready = true;
+      std::printf("sluice: listening on http://%s:%u\n", host.c_str(), bound.port());
+      std::fflush(stdout);
+      sd_notify("READY=1\nSTATUS=serving");  // (systemd Type=notify: deploy/systemd/sluice.service)
+    });
+  });
 
   io.run();  // until the shutdown stops the io threads
+  loader.join();  // (a stop while the models load waits for the load to end)
   state->request_reload = nullptr;
   state->reload_status = nullptr;
+  if (load_failed) return 1;
   // The network has stopped: stop the backends' own threads (the engine's) while the io_context they post
   // to still exists. Their last callbacks are queued and dropped with it.
   reloader.wait();  // a reload in progress finishes first
-  for (const auto& [name, b] : state->config()->backends) b->stop();
+  if (const auto cfg = state->config()) {
+    for (const auto& [name, b] : cfg->backends) b->stop();
+  }
   for (const auto& b : reloader.retired()) b->stop();
   if (state->decisions) state->decisions->close();  // every line of the requests served is on disk
   if (state->access_log) state->access_log->close();

@@ -76,6 +76,7 @@ class http_session final : public std::enable_shared_from_this<http_session>, pr
   // The policy, router and keys this request is served with: pinned when it starts, so that a policy reload
   // never changes a request half-way.
   const serving_config& config() const { return *pinned_; }
+  bool has_config() const { return pinned_ != nullptr; }  // false while the gateway starts (models loading)
 
   // Reused by every request on this connection: the chat request (a fresh one when a backend still holds the
   // previous one) and the event queue its backend reports to (likewise), and a header block for the answer.
