@@ -97,7 +97,7 @@ class resilient_call final : public generation,
   // Starts the first attempt; an error here (the breaker is open, the backend refused at once) is returned.
   result<void> begin() {
     if (!admit()) return open_error();
-    auto gen = owner_->inner().start(req_, model_, as_sink());
+    auto gen = owner_->inner().start(req_, model_, as_sink());  // (not finished yet: owner_ is set)
     if (!gen) {
       release_breaker();
       return gen.error();
@@ -131,18 +131,34 @@ class resilient_call final : public generation,
   std::shared_ptr<generation_sink> as_sink() { return std::shared_ptr<generation_sink>(shared_from_this(), this); }
   void on_chunk(chunk c) override { on_attempt_chunk(std::move(c)); }
   void on_done(result<completion> r) override { on_attempt_done(std::move(r)); }
-  void when_ready(std::function<void()> resume) override { sink_->when_ready(std::move(resume)); }
+  void when_ready(std::function<void()> resume) override {
+    std::shared_ptr<generation_sink> sink;
+    {
+      const std::lock_guard lock(mu_);
+      sink = sink_;
+    }
+    if (sink) sink->when_ready(std::move(resume));
+    else resume();
+  }
 
+  // The backend while the call runs (null once finished: a finished call holds nothing, so that a backend
+  // keeping its generations, and they their sinks, makes no cycle).
+  std::shared_ptr<resilient_backend> owner() {
+    const std::lock_guard lock(mu_);
+    return owner_;
+  }
   bool admit() {
-    if (!owner_->has_breaker()) return true;
-    return owner_->breaker().allow(circuit_breaker::clock::now());
+    auto o = owner();
+    if (!o || !o->has_breaker()) return o != nullptr;
+    return o->breaker().allow(circuit_breaker::clock::now());
   }
   void report(bool failure) {
-    if (!owner_->has_breaker()) return;
-    if (owner_->breaker().on_result(failure, circuit_breaker::clock::now())) {
-      if (auto* o = owner_->observer()) {
-        o->on_breaker(model_.name, owner_->breaker().current(circuit_breaker::clock::now()) !=
-                                       circuit_breaker::state::closed);
+    auto o = owner();
+    if (!o || !o->has_breaker()) return;
+    if (o->breaker().on_result(failure, circuit_breaker::clock::now())) {
+      if (auto* obs = o->observer()) {
+        obs->on_breaker(model_.name, o->breaker().current(circuit_breaker::clock::now()) !=
+                                         circuit_breaker::state::closed);
       }
     }
   }
@@ -153,12 +169,14 @@ class resilient_call final : public generation,
   }
 
   void on_attempt_chunk(chunk c) {
+    std::shared_ptr<generation_sink> sink;
     {
       const std::lock_guard lock(mu_);
       if (finished_) return;
       produced_ = true;
+      sink = sink_;
     }
-    sink_->on_chunk(std::move(c));
+    sink->on_chunk(std::move(c));
   }
 
   void on_attempt_done(result<completion> r) {
@@ -177,23 +195,24 @@ class resilient_call final : public generation,
     }
     const error& e = r.error();
     report(unhealthy(e));
+    const auto o = owner();
     bool again = false;
     std::optional<std::chrono::milliseconds> delay;
     {
       const std::lock_guard lock(mu_);
-      again = !cancelled_ && !produced_ && retry < owner_->retries().max_retries && retry_same_model(e) &&
-              owner_->timers() != nullptr;
+      again = o && !cancelled_ && !produced_ && retry < o->retries().max_retries && retry_same_model(e) &&
+              o->timers() != nullptr;
     }
-    if (again) delay = retry_delay(owner_->retries(), retry, e, jitter());
+    if (again) delay = retry_delay(o->retries(), retry, e, jitter());
     if (!again || !delay) {
       error out = e;
       if (retry > 0) out.message += " (after " + std::to_string(retry + 1) + " attempts)";
       finish(std::move(out));
       return;
     }
-    if (auto* o = owner_->observer()) o->on_retry(model_.name, e);
+    if (auto* obs = o->observer()) obs->on_retry(model_.name, e);
     auto self = shared_from_this();
-    auto handle = owner_->timers()->after(*delay, [self, e] { self->retry(e); });
+    auto handle = o->timers()->after(*delay, [self, e] { self->retry(e); });
     const std::lock_guard lock(mu_);
     if (!finished_) wait_ = std::move(handle);
   }
@@ -218,7 +237,9 @@ class resilient_call final : public generation,
       finish(std::move(e));
       return;
     }
-    auto gen = owner_->inner().start(req_, model_, as_sink());
+    const auto o = owner();
+    if (!o) return;  // finished meanwhile
+    auto gen = o->inner().start(req_, model_, as_sink());
     if (!gen) {
       release_breaker();
       finish(std::move(gen.error()));
@@ -236,14 +257,18 @@ class resilient_call final : public generation,
   }
 
   void finish(result<completion> r) {
+    std::shared_ptr<generation_sink> sink;
+    std::shared_ptr<resilient_backend> owner;
     {
       const std::lock_guard lock(mu_);
       if (finished_) return;
       finished_ = true;
       current_.reset();
       wait_.reset();
+      sink = std::move(sink_);
+      owner = std::move(owner_);
     }
-    sink_->on_done(std::move(r));
+    sink->on_done(std::move(r));
   }
 
   std::shared_ptr<resilient_backend> owner_;
