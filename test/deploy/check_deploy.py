@@ -45,6 +45,8 @@ def main():
     libs = [(l.split()[0], l.split()[2]) for l in
             subprocess.run(["ldd", sluice], capture_output=True, text=True).stdout.splitlines() if "=>" in l]
     for lib, path in libs:
+        if re.match(r"lib(asan|ubsan|lsan|tsan)\.so", lib):
+            continue  # a sanitizer build (scripts/test.sh --sanitize): its runtime is never in an image
         owners = set()
         for candidate in {path, os.path.realpath(path)}:
             out = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True).stdout
