@@ -669,7 +669,9 @@ task<bool> refuse_path(http_session& s, std::string_view target, clock::time_poi
 
 task<bool> readyz(http_session& s) {
   const bool ready = s.state().ready.load();
-  std::string body = ready ? "{\"status\":\"ready\"" : "{\"status\":\"starting\"";
+  std::string body = ready                       ? "{\"status\":\"ready\""
+                     : s.state().draining.load() ? "{\"status\":\"draining\""
+                                                 : "{\"status\":\"starting\"";
   if (ready) {
     // Still ready (other models serve), but say which models fail fast now.
     const auto open = s.config().router->open_circuits();
