@@ -45,15 +45,7 @@ std::string acceptance_model::check() const {
   if (threshold_rule.size() > max_rule_bytes) return "threshold_rule longer than 4 KiB";
   if (local_model_id.size() > max_model_id_bytes) return "local_model_id longer than 1 KiB";
   if (notes.size() > max_notes_bytes) return "notes longer than 64 KiB";
-  if (curve.size() > max_curve_points) return "curve has more than " + std::to_string(max_curve_points) + " points";
-  for (size_t i = 0; i < curve.size(); ++i) {
-    const acceptance_point& p = curve[i];
-    if (!unit_interval(p.threshold) || !unit_interval(p.accept_rate) ||
-        !(std::isnan(p.precision) || unit_interval(p.precision)))
-      return "curve point " + std::to_string(i) + " lies outside [0, 1]";
-    if (i > 0 && p.threshold < curve[i - 1].threshold) return "curve thresholds are not increasing";
-  }
-  return {};
+  return detail::check_curve<&acceptance_point::accept_rate>(curve, max_curve_points);
 }
 
 std::string encode_acceptance_model(const acceptance_model& m) {
@@ -75,12 +67,7 @@ std::string encode_acceptance_model(const acceptance_model& m) {
   put_str(out, m.threshold_rule);
   put_str(out, m.local_model_id);
   put_str(out, m.notes);
-  put<uint32_t>(out, static_cast<uint32_t>(m.curve.size()));
-  for (const acceptance_point& p : m.curve) {
-    put<double>(out, p.threshold);
-    put<double>(out, p.accept_rate);
-    put<double>(out, p.precision);
-  }
+  detail::put_curve<&acceptance_point::accept_rate>(out, m.curve);
   detail::put_floats(out, m.weights);
   put<uint64_t>(out, fnv1a64(out));
   return out;
@@ -118,12 +105,7 @@ result<acceptance_model> decode_acceptance_model(std::string_view bytes, std::st
   if (n_curve > max_curve_points) return bad_file(origin, "curve field too long (corrupt header)");
   if (r.overrun) return detail::truncated_file(origin, bytes.size());
   if (auto e = detail::check_model_file_end(bytes, r.pos + 24ULL * n_curve + 4ULL * n_features + 8, origin)) return *e;
-  m.curve.resize(n_curve);
-  for (acceptance_point& p : m.curve) {
-    p.threshold = r.get<double>();
-    p.accept_rate = r.get<double>();
-    p.precision = r.get<double>();
-  }
+  detail::get_curve<&acceptance_point::accept_rate>(r, m.curve, n_curve);
   r.get_floats(m.weights, n_features);
   if (r.overrun) return detail::truncated_file(origin, bytes.size());  // (unreachable after the size check)
   if (std::string why = m.check(); !why.empty()) return bad_file(origin, why);

@@ -155,4 +155,40 @@ inline std::optional<error> check_model_file_end(std::string_view bytes, uint64_
   return std::nullopt;
 }
 
+// The precision curve both model files carry: points of (f64 threshold, f64 rate, f64 precision), `Rate` being
+// the point's rate member (accept_rate, answer_rate). Points lie in [0, 1] (precision may be NaN: no answer at
+// that threshold), thresholds increase; written and read as 24 bytes each.
+template <auto Rate, class Point>
+std::string check_curve(const std::vector<Point>& curve, size_t max_points) {
+  if (curve.size() > max_points) return "curve has more than " + std::to_string(max_points) + " points";
+  for (size_t i = 0; i < curve.size(); ++i) {
+    const Point& p = curve[i];
+    if (!unit_interval(p.threshold) || !unit_interval(p.*Rate) || !(std::isnan(p.precision) || unit_interval(p.precision)))
+      return "curve point " + std::to_string(i) + " lies outside [0, 1]";
+    if (i > 0 && p.threshold < curve[i - 1].threshold) return "curve thresholds are not increasing";
+  }
+  return {};
+}
+
+template <auto Rate, class Point>
+void put_curve(std::string& out, const std::vector<Point>& curve) {
+  put<uint32_t>(out, static_cast<uint32_t>(curve.size()));
+  for (const Point& p : curve) {
+    put<double>(out, p.threshold);
+    put<double>(out, p.*Rate);
+    put<double>(out, p.precision);
+  }
+}
+
+// Reads `n` points (the count was read and bounded by the caller, which also checked the file's size).
+template <auto Rate, class Point>
+void get_curve(reader& r, std::vector<Point>& curve, uint32_t n) {
+  curve.resize(n);
+  for (Point& p : curve) {
+    p.threshold = r.get<double>();
+    p.*Rate = r.get<double>();
+    p.precision = r.get<double>();
+  }
+}
+
 }  // namespace sluice::router::detail

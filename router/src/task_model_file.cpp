@@ -58,15 +58,7 @@ std::string task_model::check() const {
   if (!unit_interval(heldout_accuracy)) return "heldout_accuracy must lie in [0, 1]";
   if (threshold_rule.size() > max_rule_bytes) return "threshold_rule longer than 4 KiB";
   if (notes.size() > max_notes_bytes) return "notes longer than 64 KiB";
-  if (curve.size() > max_curve_points) return "curve has more than " + std::to_string(max_curve_points) + " points";
-  for (size_t i = 0; i < curve.size(); ++i) {
-    const task_point& p = curve[i];
-    if (!unit_interval(p.threshold) || !unit_interval(p.answer_rate) ||
-        !(std::isnan(p.precision) || unit_interval(p.precision)))
-      return "curve point " + std::to_string(i) + " lies outside [0, 1]";
-    if (i > 0 && p.threshold < curve[i - 1].threshold) return "curve thresholds are not increasing";
-  }
-  return {};
+  return detail::check_curve<&task_point::answer_rate>(curve, max_curve_points);
 }
 
 std::string encode_task_model(const task_model& m) {
@@ -90,12 +82,7 @@ std::string encode_task_model(const task_model& m) {
   put<double>(out, m.heldout_accuracy);
   put<uint64_t>(out, m.rows_trained);
   put_str(out, m.notes);
-  put<uint32_t>(out, static_cast<uint32_t>(m.curve.size()));
-  for (const task_point& p : m.curve) {
-    put<double>(out, p.threshold);
-    put<double>(out, p.answer_rate);
-    put<double>(out, p.precision);
-  }
+  detail::put_curve<&task_point::answer_rate>(out, m.curve);
   detail::put_floats(out, m.bias);
   detail::put_floats(out, m.weights);
   put<uint64_t>(out, fnv1a64(out));
@@ -141,12 +128,7 @@ result<task_model> decode_task_model(std::string_view bytes, std::string_view or
                                             origin)) {
     return *e;
   }
-  m.curve.resize(n_curve);
-  for (task_point& p : m.curve) {
-    p.threshold = r.get<double>();
-    p.answer_rate = r.get<double>();
-    p.precision = r.get<double>();
-  }
+  detail::get_curve<&task_point::answer_rate>(r, m.curve, n_curve);
   r.get_floats(m.bias, n_labels);
   r.get_floats(m.weights, n_labels * n_features);
   if (r.overrun) return truncated();  // (not reachable after the size check; kept as the reader's contract)

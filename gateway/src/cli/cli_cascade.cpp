@@ -32,6 +32,7 @@ using cli::json_id;
 using cli::json_number;
 using cli::number_option;
 using cli::parse_object;
+using cli::pct;
 
 // ---- rows ------------------------------------------------------------------------------------------------
 
@@ -306,13 +307,6 @@ void warn_about_signals(const labelled_rows& d, const rt::acceptance_config& con
 }
 
 // ---- reporting -------------------------------------------------------------------------------------------
-
-std::string pct(double fraction) {
-  if (std::isnan(fraction)) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", fraction * 100.0);
-  return buf;
-}
 
 void print_curve(const std::vector<rt::acceptance_point>& curve, size_t rows) {
   std::printf("  %9s %9s %12s %11s %10s\n", "threshold", "accepted", "accept_rate", "escalation", "precision");

@@ -1,10 +1,12 @@
 // Pieces the offline subcommands share (train-router, eval-router, train-cascade, eval-cascade, distill): the flag
-// parser, number options, the error exit, JSON lines files, numbers and ids out of JSON. What must not go in here: any one command's options or data.
+// parser, number options, the error exit, JSON lines files, numbers and ids out of JSON, percentages.
+// What must not go in here: any one command's options or data.
 #pragma once
 
 #include <boost/json.hpp>
 
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -152,6 +154,14 @@ inline std::optional<std::string> json_id(const boost::json::object& o) {
   if (v->is_int64()) return std::to_string(v->get_int64());
   if (v->is_uint64()) return std::to_string(v->get_uint64());
   return std::nullopt;
+}
+
+// A fraction as a percentage with one decimal ("42.5%"), "n/a" for NaN (the reports' rates).
+inline std::string pct(double fraction) {
+  if (std::isnan(fraction)) return "n/a";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", fraction * 100.0);
+  return buf;
 }
 
 }  // namespace sluice::gateway::cli

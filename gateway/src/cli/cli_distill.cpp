@@ -34,6 +34,7 @@ using cli::json_id;
 using cli::json_number;
 using cli::number_option;
 using cli::parse_object;
+using cli::pct;
 
 const char* const usage =
     "usage: sluice distill --log FILE [--log ...] --route NAME --out FILE [--min-precision P] [--heldout-fraction F]\n"
@@ -249,13 +250,6 @@ distill_rows select_rows(log_data& d, bool include_local) {
     out.answers.push_back(std::move(e.response));
   }
   return out;
-}
-
-std::string pct(double fraction) {
-  if (std::isnan(fraction)) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", fraction * 100.0);
-  return buf;
 }
 
 void print_report(const log_data& d, const distill_rows& r, const std::string& route) {

@@ -31,6 +31,7 @@ using cli::fail;
 using cli::json_number;
 using cli::number_option;
 using cli::parse_number;
+using cli::pct;
 
 // ---- data ------------------------------------------------------------------------------------------------
 
@@ -160,13 +161,6 @@ std::string group_list(const std::vector<rt::routing_row>& rows, size_t max_show
 }
 
 // ---- reporting -------------------------------------------------------------------------------------------
-
-std::string pct(double fraction) {
-  if (std::isnan(fraction)) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", fraction * 100.0);
-  return buf;
-}
 
 struct scored_rows {
   std::vector<double> weak, strong;
