@@ -222,7 +222,8 @@ result<std::shared_ptr<generation>> router::dispatch(std::shared_ptr<const chat_
                                                      std::shared_ptr<generation_sink> sink) const {
   for (size_t i = 0; i < routes_.size(); ++i) {
     if (policy_->routes[i].name != req->model) continue;
-    auto run = std::make_shared<detail::cascade_run>(routes_[i], policy_, std::move(req), std::move(sink), timers_);
+    auto run = std::make_shared<detail::cascade_run>(routes_[i], policy_, std::move(req), std::move(sink), timers_,
+                                                     observer_);
     run->begin();
     return std::shared_ptr<generation>(std::move(run));
   }
