@@ -38,7 +38,7 @@ bool same_backend(const policies::model_config& a, const policies::model_config&
 
 router::result<std::shared_ptr<const serving_config>> build_serving_config(
     const serving_builder& b, std::shared_ptr<const policies::policy> policy, const serving_config* previous,
-    std::vector<std::shared_ptr<router::backend>>* retired) {
+    std::vector<retired_backend>* retired) {
   using router::errc;
   using router::error;
   auto cfg = std::make_shared<serving_config>();
@@ -47,15 +47,13 @@ router::result<std::shared_ptr<const serving_config>> build_serving_config(
   upstream_options uopts;
   uopts.timeout = policy->server.request_timeout;  // per attempt, unless the model sets timeout_ms
   uopts.metrics = b.metrics;                       // upstream clients count their failures by reason
+  std::vector<retired_backend> replaced;
   if (previous) {
     for (const auto& old : previous->policy->models) {
-      if (old.kind != policies::model_kind::local) continue;
       const auto* now = policy->find_model(old.name);
-      if (!now || !same_backend(old, *now)) {
-        return error{errc::bad_request, "local model '" + old.name + "' was " + (now ? "changed" : "removed") +
-                                            ": a loaded engine is not swapped under running requests; restart to "
-                                            "apply this change"};
-      }
+      auto it = previous->backends.find(old.name);
+      if (it == previous->backends.end() || (now && same_backend(old, *now))) continue;
+      replaced.push_back({old.name, old.kind == policies::model_kind::local, it->second});
     }
   }
   for (const auto& m : policy->models) {
@@ -66,7 +64,6 @@ router::result<std::shared_ptr<const serving_config>> build_serving_config(
         cfg->backends[m.name] = it->second;
         continue;
       }
-      if (it != previous->backends.end() && retired) retired->push_back(it->second);
     }
     router::result<std::shared_ptr<router::backend>> made = error{errc::internal, ""};
     if (m.kind == policies::model_kind::openai) {
@@ -85,12 +82,15 @@ router::result<std::shared_ptr<const serving_config>> build_serving_config(
     cfg->backends[m.name] = *made;
   }
   auto routed = router::router::create(policy, cfg->backends, b.timers, b.observer);
-  if (!routed) return routed.error();
+  if (!routed) return routed.error();  // (engines loaded above are unloaded with cfg, here: nothing used them)
   cfg->router = std::move(*routed);
   if (policy->requires_keys()) {
     std::string why;
     cfg->access = access_control::create(*policy, b.io.size(), why, previous ? previous->access.get() : nullptr);
     if (!cfg->access) return error{errc::bad_request, why};
+  }
+  if (retired) {
+    for (auto& r : replaced) retired->push_back(std::move(r));
   }
   return std::shared_ptr<const serving_config>(std::move(cfg));
 }
@@ -99,6 +99,48 @@ policy_reloader::~policy_reloader() { wait(); }
 
 void policy_reloader::wait() {
   if (thread_.joinable()) thread_.join();
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  unload_cv_.notify_all();
+  if (unloader_.joinable()) unloader_.join();
+}
+
+// A retired engine is stopped once the retired list holds the only reference: every config that named it (and
+// so every request that started with it) is gone, and no new request can reach it. Polled, since the last
+// reference goes on whichever io thread ends the last such request.
+void policy_reloader::unload_loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    std::vector<retired_backend> unused;
+    bool waiting = false;
+    for (auto it = retired_.begin(); it != retired_.end();) {
+      if (it->local && it->backend.use_count() == 1) {
+        unused.push_back(std::move(*it));
+        it = retired_.erase(it);
+      } else {
+        waiting = waiting || it->local;
+        ++it;
+      }
+    }
+    if (!unused.empty()) {
+      lock.unlock();
+      for (auto& r : unused) {
+        r.backend->stop();
+        r.backend.reset();
+        std::fprintf(stderr, "sluice: unloaded the previous engine of local model '%s' (no request uses it)\n",
+                     r.model.c_str());
+      }
+      lock.lock();
+      continue;
+    }
+    if (stopping_ || !waiting) {
+      unloading_ = false;  // (under the lock: a reload that retires an engine now starts a new thread)
+      return;
+    }
+    unload_cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
 }
 
 bool policy_reloader::trigger(std::string why) {
@@ -120,7 +162,7 @@ void policy_reloader::run(std::string why) {
     outcome = "invalid";
     for (const auto& e : loaded.error()) message += (message.empty() ? "" : "; ") + e.to_string();
   } else {
-    std::vector<std::shared_ptr<router::backend>> retired;
+    std::vector<retired_backend> retired;
     auto built = build_serving_config(builder_, *loaded, current.get(), &retired);
     if (!built) {
       outcome = "refused";
@@ -137,8 +179,17 @@ void policy_reloader::run(std::string why) {
           was.request_timeout != now.request_timeout || was.shutdown_grace != now.shutdown_grace) {
         message = "the server section changed; it applies after a restart";
       }
+      bool engines = false;
+      for (const auto& r : retired) engines = engines || r.local;
       const std::lock_guard lock(mutex_);
       for (auto& r : retired) retired_.push_back(std::move(r));
+      if (engines && !stopping_) {
+        if (unloader_.joinable() && !unloading_) unloader_.join();  // (the last one has returned)
+        if (!unloader_.joinable()) {
+          unloading_ = true;
+          unloader_ = std::thread([this] { unload_loop(); });
+        }
+      }
     }
   }
   if (builder_.metrics) builder_.metrics->policy_reloads_total.with({outcome}).inc();
@@ -169,7 +220,9 @@ std::string policy_reloader::status_json() const {
 
 std::vector<std::shared_ptr<router::backend>> policy_reloader::retired() const {
   const std::lock_guard lock(mutex_);
-  return retired_;
+  std::vector<std::shared_ptr<router::backend>> out;
+  for (const auto& r : retired_) out.push_back(r.backend);
+  return out;
 }
 
 }  // namespace sluice::gateway
