@@ -10,11 +10,14 @@
 #include "local/task_backend.h"
 #include "ops/decision_log.h"
 #include "ops/gateway_metrics.h"
+#include "ops/log.h"
 #include "ops/sd_notify.h"
 #include "server_state.h"
 #include "upstream/upstream_openai.h"
 
 namespace sluice::gateway {
+
+using policies::log_level;
 
 namespace {
 
@@ -69,13 +72,12 @@ router::result<std::shared_ptr<const serving_config>> build_serving_config(
     if (m.kind == policies::model_kind::openai) {
       made = make_openai_backend(b.io, m, uopts);
     } else if (m.kind == policies::model_kind::local) {
-      std::fprintf(stderr, "sluice: loading local model '%s' from %s\n", m.name.c_str(), m.local.gguf_path.c_str());
+      log_line(log_level::info, "loading local model '%s' from %s", m.name.c_str(), m.local.gguf_path.c_str());
       made = make_local_backend(m);
     } else if (m.kind == policies::model_kind::task) {
       made = make_task_backend(m);
     } else {
-      std::fprintf(stderr, "sluice: warning: model '%s' has kind anthropic, which this build does not serve yet\n",
-                   m.name.c_str());
+      log_line(log_level::warn, "model '%s' has kind anthropic, which this build does not serve yet", m.name.c_str());
       continue;
     }
     if (!made) return error{made.error().code, "model '" + m.name + "': " + made.error().message};
@@ -129,8 +131,8 @@ void policy_reloader::unload_loop() {
       for (auto& r : unused) {
         r.backend->stop();
         r.backend.reset();
-        std::fprintf(stderr, "sluice: unloaded the previous engine of local model '%s' (no request uses it)\n",
-                     r.model.c_str());
+        log_line(log_level::info, "unloaded the previous engine of local model '%s' (no request uses it)",
+                 r.model.c_str());
       }
       lock.lock();
       continue;
@@ -170,6 +172,7 @@ void policy_reloader::run(std::string why) {
     } else {
       generation = (*built)->generation;
       state_->set_config(*built);
+      set_log_level((*loaded)->server.log);
       if (builder_.metrics) builder_.metrics->set_model_names((*loaded)->model_names());
       const auto& was = current->policy->server;
       const auto& now = (*loaded)->server;
@@ -193,10 +196,10 @@ void policy_reloader::run(std::string why) {
     }
   }
   if (builder_.metrics) builder_.metrics->policy_reloads_total.with({outcome}).inc();
-  std::fprintf(stderr, "sluice: policy reload (%s) of %s: %s%s%s\n", why.c_str(), path_.c_str(),
-               outcome == "ok" ? ("generation " + std::to_string(generation) + " serving").c_str()
-                               : (outcome + ", the previous policy stays").c_str(),
-               message.empty() ? "" : ": ", message.c_str());
+  const std::string result = outcome == "ok" ? "generation " + std::to_string(generation) + " serving"
+                                             : outcome + ", the previous policy stays";
+  log_line(outcome == "ok" ? log_level::info : log_level::error, "policy reload (%s) of %s: %s%s%s", why.c_str(),
+           path_.c_str(), result.c_str(), message.empty() ? "" : ": ", message.c_str());
   std::string json = "{\"result\":";
   append_json_string(json, outcome);
   json += ",\"generation\":" + std::to_string(generation) + ",\"message\":";

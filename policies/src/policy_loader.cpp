@@ -34,7 +34,7 @@ constexpr std::string_view top_keys[] = {"server", "models",    "routes",       
 constexpr std::string_view server_keys[] = {"listen",          "port",           "threads",
                                             "max_body_bytes",  "header_timeout_ms", "body_timeout_ms",
                                             "idle_timeout_ms", "request_timeout_ms", "max_connections",
-                                            "shutdown_grace_ms"};
+                                            "shutdown_grace_ms", "log_level"};
 constexpr std::string_view remote_model_keys[] = {"kind",          "base_url",         "model",      "api_key_env",
                                                   "timeout_ms",    "cost_per_mtok",    "tls_ca_file", "cost_per_request",
                                                   "retries",       "circuit_breaker",  "fallbacks"};
@@ -94,6 +94,10 @@ void apply_overrides(error_sink& sink, const server_overrides& o, server_config&
     if (o.shutdown_grace->count() >= 0 && o.shutdown_grace->count() <= max_timeout_ms) out.shutdown_grace = *o.shutdown_grace;
     else sink.add_unplaced("--shutdown-grace must be between 0 and 86400 seconds");
   }
+  if (o.log_level) {
+    if (auto l = parse_log_level(*o.log_level)) out.log = *l;
+    else sink.add_unplaced("--log-level must be debug, info, warn or error, got " + in_quotes(*o.log_level));
+  }
 }
 
 void load_server(error_sink& sink, const field& section, server_config& out) {
@@ -131,6 +135,11 @@ void load_server(error_sink& sink, const field& section, server_config& out) {
       if (auto v = detail::read_int(sink, f, 1, 1'000'000)) out.max_connections = static_cast<uint32_t>(*v);
     } else if (f.key == "shutdown_grace_ms") {
       if (auto v = read_ms(sink, f, 0)) out.shutdown_grace = *v;
+    } else if (f.key == "log_level") {
+      auto s = detail::read_string(sink, f);
+      auto l = s ? parse_log_level(*s) : std::nullopt;
+      if (s && !l) sink.add(f.value_mark(), "'log_level' must be debug, info, warn or error, got " + in_quotes(*s));
+      else if (l) out.log = *l;
     }
   }
 }
