@@ -48,7 +48,7 @@ constexpr std::string_view all_model_keys[] = {"kind",          "base_url", "mod
                                                "prefix_cache_mib", "task_model", "cost_per_request",
                                                "retries",       "circuit_breaker", "fallbacks"};
 constexpr std::string_view retry_keys[] = {"max", "base_ms", "max_ms"};
-constexpr std::string_view breaker_keys[] = {"failures", "open_ms"};
+constexpr std::string_view breaker_keys[] = {"failures", "open_ms", "failure_ratio", "window"};
 // Keys people reach for when pasting a credential. They get a message pointing at api_key_env instead of
 // "unknown key", and their values are never echoed.
 constexpr std::string_view secret_keys[] = {"api_key", "apikey", "key",      "secret",       "token",
@@ -291,6 +291,7 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
     } else if (f.key == "circuit_breaker") {
       if (f.value.IsScalar() && (f.value.Scalar() == "off" || f.value.Scalar() == "false")) {
         m.breaker.failures = 0;
+        m.breaker.failure_ratio = 0.0;
         continue;
       }
       for (const field& b : detail::read_map(sink, f.value, f.key_mark, "circuit_breaker of " + where, breaker_keys,
@@ -299,6 +300,12 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
           if (auto v = detail::read_int(sink, b, 0, 1'000'000)) m.breaker.failures = static_cast<int>(*v);
         } else if (b.key == "open_ms") {
           if (auto v = detail::read_int(sink, b, 1, max_timeout_ms)) m.breaker.open_for = std::chrono::milliseconds(*v);
+        } else if (b.key == "failure_ratio") {
+          auto v = detail::read_non_negative_number(sink, b);
+          if (v && *v > 1.0) sink.add(b.value_mark(), "'failure_ratio' must be a fraction in 0..1 (0 turns the rule off)");
+          else if (v) m.breaker.failure_ratio = *v;
+        } else if (b.key == "window") {
+          if (auto v = detail::read_int(sink, b, 2, 10'000)) m.breaker.window = static_cast<int>(*v);
         }
       }
     } else if (f.key == "fallbacks") {
@@ -309,6 +316,7 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
   if (m.kind == model_kind::local || m.kind == model_kind::task) {
     m.retries.max_retries = 0;
     m.breaker.failures = 0;
+    m.breaker.failure_ratio = 0.0;
   }
 
   if (!saw_kind) {

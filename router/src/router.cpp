@@ -177,7 +177,7 @@ result<std::shared_ptr<const router>> router::create(std::shared_ptr<const polic
   // Remote models retry and have a breaker; routes' tiers and plain requests share the wrapped backend.
   for (auto& [name, b] : backends) {
     const policies::model_config* m = policy->find_model(name);
-    if (!b || !m || (m->retries.max_retries == 0 && m->breaker.failures == 0)) continue;
+    if (!b || !m || (m->retries.max_retries == 0 && !m->breaker.enabled())) continue;
     b = std::make_shared<resilient_backend>(b, *m, timers, observer);
   }
   std::vector<std::shared_ptr<const detail::compiled_route>> routes;

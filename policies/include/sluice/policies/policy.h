@@ -85,11 +85,15 @@ struct retry_config {
   std::chrono::milliseconds max_backoff{2000};
 };
 
-// A circuit breaker per remote model: after `failures` failed attempts in a row it opens for `open_for`, and
-// requests fail fast (or go to the fallbacks); then one probe request is let through (half open).
+// A circuit breaker per remote model: after `failures` failed attempts in a row, or when at least
+// `failure_ratio` of the last `window` attempts failed, it opens for `open_for`, and requests fail fast (or go to
+// the fallbacks); then one probe request is let through (half open).
 struct breaker_config {
-  int failures = 5;  // 0 = no breaker
+  int failures = 5;            // 0 = no consecutive-failure rule
+  double failure_ratio = 0.0;  // 0 = no ratio rule; else in (0, 1]
+  int window = 20;             // attempts the ratio is taken over (it applies once that many were seen)
   std::chrono::milliseconds open_for{30'000};
+  bool enabled() const { return failures > 0 || failure_ratio > 0.0; }
 };
 
 struct model_config {
