@@ -173,7 +173,10 @@ void policy_reloader::run(std::string why) {
       generation = (*built)->generation;
       state_->set_config(*built);
       set_log_level((*loaded)->server.log);
-      if (builder_.metrics) builder_.metrics->set_model_names((*loaded)->model_names());
+      if (builder_.metrics) {
+        builder_.metrics->set_model_names((*loaded)->model_names());
+        builder_.metrics->set_route_names((*loaded)->route_names());
+      }
       const auto& was = current->policy->server;
       const auto& now = (*loaded)->server;
       if (was.listen_address != now.listen_address || was.port != now.port || was.threads != now.threads ||

@@ -212,3 +212,22 @@ def test_systemd_hears_ready_reloading_and_stopping(workdir, fake, refused_port)
         assert s.stop() == 0
     assert sock.recv(4096).decode().startswith("STOPPING=1")
     sock.close()
+
+
+def test_a_route_added_by_a_reload_has_its_own_metric_series(workdir, fake, refused_port):
+    base = policy_yaml(fake.port, refused_port)
+    path = os.path.join(workdir, "reload-route.yaml")
+    with open(path, "w") as f:
+        f.write(base)
+    s = SluiceProcess(path, workdir=workdir)
+    try:
+        with open(path, "w") as f:
+            f.write(base + "routes:\n  added-route:\n    tiers: [gpt-fake]\n")
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "generation 2 serving" in s.stderr_tail(50000)), s.stderr_tail()
+        status, h, _ = request(s, "POST", "/v1/chat/completions", chat_body("added-route"))
+        assert status == 200 and h["x-sluice-route"] == "added-route"
+        metrics = request(s, "GET", "/metrics")[2].decode()
+        assert 'route="added-route"' in metrics and 'route="unknown"' not in metrics
+    finally:
+        assert s.stop() == 0
