@@ -53,13 +53,17 @@ result<loaded_model> load_model_file(const std::string& path) {
     e.message = path + ": " + e.message;
     return e;
   }
+  auto named = [&](error e) {  // every message names the file
+    e.message = path + ": " + e.message;
+    return e;
+  };
   loaded_model out;
-  if (auto r = fill_tokenizer(**g, out.tok); !r) return r.error();
+  if (auto r = fill_tokenizer(**g, out.tok); !r) return named(r.error());
   auto m = load_llama_model(std::move(*g));
-  if (!m) return m.error();
+  if (!m) return named(m.error());
   if (out.tok.tokens.size() != size_t((*m)->hp.n_vocab))
-    return error{errc::bad_file, "tokenizer.ggml.tokens has " + std::to_string(out.tok.tokens.size()) +
-                                     " entries but the model has " + std::to_string((*m)->hp.n_vocab) + " rows"};
+    return named(error{errc::bad_file, "tokenizer.ggml.tokens has " + std::to_string(out.tok.tokens.size()) +
+                                     " entries but the model has " + std::to_string((*m)->hp.n_vocab) + " rows"});
   out.model = std::move(*m);
   return out;
 }
