@@ -377,4 +377,13 @@ result<std::optional<std::vector<int32_t>>> gguf_file::get_int_array(std::string
   return std::optional<std::vector<int32_t>>(std::move(out));
 }
 
+result<std::optional<std::vector<float>>> gguf_file::get_float_array(std::string_view key) const {
+  auto v = find(key);
+  if (!v) return std::optional<std::vector<float>>{};
+  if (v->type != gguf_type::array || v->elem_type != gguf_type::f32) return wrong_type(key, "an array of f32");
+  std::vector<float> out(size_t(v->count));
+  if (!out.empty()) std::memcpy(out.data(), v->raw, out.size() * sizeof(float));
+  return std::optional<std::vector<float>>(std::move(out));
+}
+
 }  // namespace sluice::engine

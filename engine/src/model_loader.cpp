@@ -20,6 +20,10 @@ result<void> fill_tokenizer(const gguf_file& f, tokenizer_data& d) {
   if (*types) d.token_types = std::move(**types);
   SLUICE_TRY(merges, f.get_string_array("tokenizer.ggml.merges"))
   if (*merges) d.merges = std::move(**merges);
+  SLUICE_TRY(scores, f.get_float_array("tokenizer.ggml.scores"))
+  if (*scores) d.scores = std::move(**scores);
+  SLUICE_TRY(space_prefix, f.get_bool("tokenizer.ggml.add_space_prefix"))
+  d.add_space_prefix = space_prefix->value_or(true);
   struct { int32_t* out; const char* key; } ids[] = {
       {&d.bos_id, "tokenizer.ggml.bos_token_id"}, {&d.eos_id, "tokenizer.ggml.eos_token_id"},
       {&d.eot_id, "tokenizer.ggml.eot_token_id"}, {&d.pad_id, "tokenizer.ggml.padding_token_id"},
