@@ -356,7 +356,10 @@ void tokenizer::impl::encode_spm(std::string_view raw, bool space_prefix, std::v
   std::vector<spm_symbol> sym;
   for (uint32_t pos = 0; pos < text.size();) {
     const auto lead = static_cast<unsigned char>(text[pos]);
-    uint32_t len = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 1;
+    // The length its lead byte announces, by the top four bits as llama.cpp counts it (so 0xF8..0xFF take 4
+    // bytes and a stray continuation byte 1): malformed text splits into the same symbols.
+    static constexpr uint8_t len_by_top4[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    uint32_t len = len_by_top4[lead >> 4];
     len = std::min<uint32_t>(len, uint32_t(text.size()) - pos);
     const auto i = static_cast<int32_t>(sym.size());
     sym.push_back({pos, len, i - 1, -1});

@@ -77,9 +77,7 @@ TEST_CASE("llama-bpe tokenization matches llama.cpp on a tiny vocab", "[tokenize
   CHECK(llama3_tiny().data().add_bos);  // forced for the Llama 3 family, as llama.cpp does
 }
 
-// tokens_spm_tiny.json: llama.cpp's ids, or sentencepiece's own where llama-cpp-python was not installed when it
-// was written (its "generator" field says which; make_spm_golden.py).
-TEST_CASE("SentencePiece (model llama) tokenization matches the golden ids on a tiny vocab", "[tokenizer]") {
+TEST_CASE("SentencePiece (model llama) tokenization matches llama.cpp on a tiny vocab", "[tokenizer]") {
   auto r = tokenizer::create(load_tokenizer_data("tokenizer_spm_tiny.json"));
   REQUIRE(r.has_value());
   const tokenizer& spm = **r;
