@@ -20,6 +20,7 @@ import struct
 import sys
 
 import numpy as np
+import llama_cpp
 from llama_cpp import Llama
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,6 +35,17 @@ DEFAULT_PROMPTS = [
     ("chat", b"<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
              b"<|im_start|>user\nWrite a haiku about the ocean.<|im_end|>\n<|im_start|>assistant\n", True),
 ]
+
+
+def _plain_cpu_params(default=llama_cpp.llama_cpp.llama_model_default_params):
+    # llama.cpp's extra CPU buffer types (AMX / repacked K-quant kernels) die with SIGILL on this machine's
+    # K-quant models; the plain CPU path computes the same math.
+    p = default()
+    p.use_extra_bufts = False
+    return p
+
+
+llama_cpp.llama_cpp.llama_model_default_params = _plain_cpu_params
 
 
 def evaluate(path, tokens, n_cont):
@@ -70,12 +82,19 @@ def write(name, tokens, logits, full_positions, dtype, top_k, cont_margins):
     print("wrote", name + ".logits", os.path.getsize(os.path.join(HERE, name + ".logits")), "bytes")
 
 
+TINY = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "kmix", "kmix-f32"]
+
+
 def main():
-    for q in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"]:
+    # python3 make_logits_golden.py [tiny names, comma-separated]: only those tiny models (no default model)
+    only = sys.argv[1].split(",") if len(sys.argv) > 1 else None
+    for q in TINY if only is None else only:
         path = os.path.join(DATA, f"tiny-{q}.gguf")
         for i, toks in enumerate(TINY_SEQS):
             logits, cont = evaluate(path, toks, 16)
             write(f"tiny-{q}-{i}", toks, logits, list(range(len(toks))), 0, 8, cont)
+    if only is not None:
+        return
     if not os.path.exists(DEFAULT_MODEL):
         sys.exit("default model missing: run scripts/setup.sh first")
     probe = Llama(model_path=DEFAULT_MODEL, n_ctx=64, vocab_only=True, verbose=False)
