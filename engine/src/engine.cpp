@@ -44,11 +44,15 @@ result<std::unique_ptr<engine>> engine::load(const load_options& opts) {
   auto lm = load_model_file(opts.path);
   if (!lm) return lm.error();
   auto p = std::make_unique<impl>();
+  auto named = [&](error e) {  // (the loader's own errors already name the file)
+    e.message = opts.path + ": " + e.message;
+    return e;
+  };
   auto tok = tokenizer::create(std::move(lm->tok));
-  if (!tok) return tok.error();
+  if (!tok) return named(tok.error());
   p->tok = std::move(*tok);
   auto fmt = detect_chat_template(p->tok->data().chat_template, opts.chat_template);
-  if (!fmt) return fmt.error();
+  if (!fmt) return named(fmt.error());
   p->format = *fmt;
   p->model = std::move(lm->model);
   const llama_hparams& hp = p->model->hp;

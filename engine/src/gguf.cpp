@@ -209,6 +209,9 @@ result<void> gguf_file::parse_all() {
     alignment_ = a->u;
   }
 
+  // Tensors of types this engine does not read are collected (name of the type -> count, first tensor) and
+  // reported together with the architecture, once all tensor infos are read: one message says all that is missing.
+  std::vector<std::pair<std::string, std::pair<int, std::string>>> unsupported;
   tensors_.reserve(size_t(*n_tensors));
   for (uint64_t i = 0; i < *n_tensors; ++i) {
     auto name = c.str("tensor name #" + std::to_string(i), max_name_bytes);
@@ -241,10 +244,13 @@ result<void> gguf_file::parse_all() {
     t.offset = *off;
     auto tr = traits_of(t.type);
     if (!tr) {
-      if (t.type <= 30 || t.type == 34 || t.type == 35 || t.type == 39)
-        return error{errc::unsupported, "tensor '" + t.name + "' has type " + ggml_type_name(t.type) +
-                                            " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"};
-      return error{errc::bad_file, "tensor '" + t.name + "' has unknown type id " + std::to_string(t.type)};
+      if (!(t.type <= 30 || t.type == 34 || t.type == 35 || t.type == 39))
+        return error{errc::bad_file, "tensor '" + t.name + "' has unknown type id " + std::to_string(t.type)};
+      const std::string type = ggml_type_name(t.type);
+      auto it = std::find_if(unsupported.begin(), unsupported.end(), [&](const auto& u) { return u.first == type; });
+      if (it == unsupported.end()) unsupported.push_back({type, {1, t.name}});
+      else ++it->second.first;
+      continue;
     }
     if (t.ne[0] % tr->block_elems != 0)
       return error{errc::bad_file, "tensor '" + t.name + "': row length " + std::to_string(t.ne[0]) +
@@ -256,6 +262,20 @@ result<void> gguf_file::parse_all() {
       return error{errc::bad_file, "tensor '" + t.name + "': offset " + std::to_string(t.offset) +
                                        " is not aligned to " + std::to_string(alignment_)};
     tensors_.push_back(std::move(t));
+  }
+  if (!unsupported.empty()) {
+    std::string msg = "tensor type";
+    msg += unsupported.size() > 1 ? "s " : " ";
+    for (size_t i = 0; i < unsupported.size(); ++i) {
+      const auto& [type, seen] = unsupported[i];
+      msg += (i ? ", " : "") + type + " (" + std::to_string(seen.first) + " tensor" + (seen.first > 1 ? "s" : "") +
+             ", e.g. '" + seen.second + "')";
+    }
+    msg += unsupported.size() > 1 ? " are" : " is";
+    msg += " not supported (supported: F32, F16, BF16, Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0)";
+    if (auto arch = find("general.architecture"); arch && arch->type == gguf_type::string && arch->str != "llama")
+      msg += "; architecture '" + std::string(arch->str) + "' is not supported either (only 'llama')";
+    return error{errc::unsupported, msg};
   }
   for (size_t i = 0; i < tensors_.size(); ++i)
     if (!tensor_index_.emplace(tensors_[i].name, i).second)
@@ -355,6 +375,15 @@ result<std::optional<std::vector<int32_t>>> gguf_file::get_int_array(std::string
     out[i] = int32_t(tmp.i);
   }
   return std::optional<std::vector<int32_t>>(std::move(out));
+}
+
+result<std::optional<std::vector<float>>> gguf_file::get_float_array(std::string_view key) const {
+  auto v = find(key);
+  if (!v) return std::optional<std::vector<float>>{};
+  if (v->type != gguf_type::array || v->elem_type != gguf_type::f32) return wrong_type(key, "an array of f32");
+  std::vector<float> out(size_t(v->count));
+  if (!out.empty()) std::memcpy(out.data(), v->raw, out.size() * sizeof(float));
+  return std::optional<std::vector<float>>(std::move(out));
 }
 
 }  // namespace sluice::engine

@@ -70,6 +70,7 @@ class gguf_file {
   // Arrays: errc::bad_file when the element type does not fit.
   result<std::optional<std::vector<std::string>>> get_string_array(std::string_view key) const;
   result<std::optional<std::vector<int32_t>>> get_int_array(std::string_view key) const;
+  result<std::optional<std::vector<float>>> get_float_array(std::string_view key) const;  // f32 elements
 
  private:
   explicit gguf_file(std::unique_ptr<mapped_file> f) : file_(std::move(f)) {}

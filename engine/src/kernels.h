@@ -30,8 +30,19 @@ struct matmul_args {
 };
 
 inline bool needs_q8_activations(tensor_type t) {
-  return t == tensor_type::q4_0 || t == tensor_type::q4_1 || t == tensor_type::q8_0;
+  return t != tensor_type::f32 && t != tensor_type::f16 && t != tensor_type::bf16;
 }
+// Q5_0, Q5_1 and the K-quants: their dot products and dequantization (kernels_kquants.cpp, one portable
+// implementation for every kernel table; the SIMD tables hand these types to it).
+inline bool is_extra_quant(tensor_type t) {
+  return t == tensor_type::q5_0 || t == tensor_type::q5_1 || t == tensor_type::q4_k || t == tensor_type::q5_k ||
+         t == tensor_type::q6_k;
+}
+// dot(W row, x) for one row of an extra type against k / 32 blocks of Q8 activations.
+float dot_row_extra(tensor_type t, const uint8_t* w, const block_q8_act* x, int k);
+void matmul_extra(const matmul_args& m);
+void matmul_extra_avx2(const matmul_args& m);  // Q5_0, Q4_K, Q6_K in AVX2 (kernels_kquants_avx2.cpp); AVX2 CPUs only
+void dequantize_row_extra(tensor_type t, const uint8_t* src, float* dst, int k);
 
 struct kernel_table {
   const char* name;

@@ -68,6 +68,7 @@ float dot_row_q(tensor_type t, const uint8_t* w, const block_q8_act* x, int nb) 
 }
 
 void matmul_scalar(const matmul_args& m) {
+  if (is_extra_quant(m.type)) return matmul_extra(m);
   bool q = needs_q8_activations(m.type);
   for (int t = 0; t < m.nt; ++t) {
     for (int r = m.r0; r < m.r1; ++r) {
@@ -150,6 +151,11 @@ size_t row_bytes_of(tensor_type t, int k) {
     case tensor_type::q4_0: return size_t(k / qk) * sizeof(block_q4_0);
     case tensor_type::q4_1: return size_t(k / qk) * sizeof(block_q4_1);
     case tensor_type::q8_0: return size_t(k / qk) * sizeof(block_q8_0);
+    case tensor_type::q5_0: return size_t(k / qk) * sizeof(block_q5_0);
+    case tensor_type::q5_1: return size_t(k / qk) * sizeof(block_q5_1);
+    case tensor_type::q4_k: return size_t(k / qk_k) * sizeof(block_q4_k);
+    case tensor_type::q5_k: return size_t(k / qk_k) * sizeof(block_q5_k);
+    case tensor_type::q6_k: return size_t(k / qk_k) * sizeof(block_q6_k);
   }
   return 0;
 }
@@ -191,6 +197,11 @@ void dequantize_row(tensor_type t, const uint8_t* src, float* dst, int k) {
         }
       }
       return;
+    case tensor_type::q5_0:
+    case tensor_type::q5_1:
+    case tensor_type::q4_k:
+    case tensor_type::q5_k:
+    case tensor_type::q6_k: dequantize_row_extra(t, src, dst, k); return;
   }
 }
 

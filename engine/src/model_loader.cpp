@@ -20,6 +20,10 @@ result<void> fill_tokenizer(const gguf_file& f, tokenizer_data& d) {
   if (*types) d.token_types = std::move(**types);
   SLUICE_TRY(merges, f.get_string_array("tokenizer.ggml.merges"))
   if (*merges) d.merges = std::move(**merges);
+  SLUICE_TRY(scores, f.get_float_array("tokenizer.ggml.scores"))
+  if (*scores) d.scores = std::move(**scores);
+  SLUICE_TRY(space_prefix, f.get_bool("tokenizer.ggml.add_space_prefix"))
+  d.add_space_prefix = space_prefix->value_or(true);
   struct { int32_t* out; const char* key; } ids[] = {
       {&d.bos_id, "tokenizer.ggml.bos_token_id"}, {&d.eos_id, "tokenizer.ggml.eos_token_id"},
       {&d.eot_id, "tokenizer.ggml.eot_token_id"}, {&d.pad_id, "tokenizer.ggml.padding_token_id"},
@@ -53,13 +57,17 @@ result<loaded_model> load_model_file(const std::string& path) {
     e.message = path + ": " + e.message;
     return e;
   }
+  auto named = [&](error e) {  // every message names the file
+    e.message = path + ": " + e.message;
+    return e;
+  };
   loaded_model out;
-  if (auto r = fill_tokenizer(**g, out.tok); !r) return r.error();
+  if (auto r = fill_tokenizer(**g, out.tok); !r) return named(r.error());
   auto m = load_llama_model(std::move(*g));
-  if (!m) return m.error();
+  if (!m) return named(m.error());
   if (out.tok.tokens.size() != size_t((*m)->hp.n_vocab))
-    return error{errc::bad_file, "tokenizer.ggml.tokens has " + std::to_string(out.tok.tokens.size()) +
-                                     " entries but the model has " + std::to_string((*m)->hp.n_vocab) + " rows"};
+    return named(error{errc::bad_file, "tokenizer.ggml.tokens has " + std::to_string(out.tok.tokens.size()) +
+                                     " entries but the model has " + std::to_string((*m)->hp.n_vocab) + " rows"});
   out.model = std::move(*m);
   return out;
 }

@@ -9,7 +9,12 @@ std::optional<type_traits> traits_of(uint32_t raw_type) {
     case 1: return type_traits{"F16", 1, 2};
     case 2: return type_traits{"Q4_0", 32, 18};
     case 3: return type_traits{"Q4_1", 32, 20};
+    case 6: return type_traits{"Q5_0", 32, 22};
+    case 7: return type_traits{"Q5_1", 32, 24};
     case 8: return type_traits{"Q8_0", 32, 34};
+    case 12: return type_traits{"Q4_K", 256, 144};
+    case 13: return type_traits{"Q5_K", 256, 176};
+    case 14: return type_traits{"Q6_K", 256, 210};
     case 30: return type_traits{"BF16", 1, 2};
     default: return std::nullopt;
   }

@@ -14,7 +14,12 @@ enum class tensor_type : uint32_t {
   f16 = 1,
   q4_0 = 2,
   q4_1 = 3,
+  q5_0 = 6,
+  q5_1 = 7,
   q8_0 = 8,
+  q4_k = 12,
+  q5_k = 13,
+  q6_k = 14,
   bf16 = 30,
 };
 
@@ -29,7 +34,8 @@ std::optional<type_traits> traits_of(uint32_t raw_type);
 // The ggml name of any type id ("Q4_K", ...), or "type <id>" when it is not a known ggml type.
 std::string ggml_type_name(uint32_t raw_type);
 
-constexpr int qk = 32;  // elements per quantization block (all supported quantized types)
+constexpr int qk = 32;     // elements per quantization block of the 32-element types (and of activations)
+constexpr int qk_k = 256;  // elements per super-block of the K-quants
 
 struct block_q4_0 {  // x[i] = (nibble - 8) * d; low nibbles hold elements 0..15, high nibbles 16..31
   uint16_t d;        // fp16
@@ -44,6 +50,50 @@ struct block_q8_0 {  // x[i] = q[i] * d
   int8_t qs[qk];
 };
 static_assert(sizeof(block_q4_0) == 18 && sizeof(block_q4_1) == 20 && sizeof(block_q8_0) == 34);
+// 5-bit: the low 4 bits as in Q4, the fifth bit of element i in bit i of qh (little-endian 32 bits).
+struct block_q5_0 {  // x[i] = (q - 16) * d
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[qk / 2];
+};
+struct block_q5_1 {  // x[i] = q * d + m
+  uint16_t d, m;
+  uint8_t qh[4];
+  uint8_t qs[qk / 2];
+};
+// K-quants: 256 elements in 8 sub-blocks of 32 (Q4_K, Q5_K: a 6-bit scale and min each, packed in 12 bytes,
+// times the super-block's d and dmin) or 16 sub-blocks of 16 (Q6_K: an int8 scale each, times d). Within each
+// 64 elements, 32 bytes of qs hold the first 32 in their low nibbles and the next 32 in their high nibbles.
+struct block_q4_k {  // x = d * sc * q - dmin * m
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qs[qk_k / 2];
+};
+struct block_q5_k {  // as Q4_K, with the fifth bit of element 64c + l in bit 2c of qh[l] (of 64c + 32 + l: 2c + 1)
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qh[qk_k / 8];
+  uint8_t qs[qk_k / 2];
+};
+struct block_q6_k {  // x = d * scales[i / 16] * (q - 32); low 4 bits in ql, high 2 bits in qh
+  uint8_t ql[qk_k / 2];
+  uint8_t qh[qk_k / 4];
+  int8_t scales[qk_k / 16];
+  uint16_t d;
+};
+static_assert(sizeof(block_q5_0) == 22 && sizeof(block_q5_1) == 24 && sizeof(block_q4_k) == 144 &&
+              sizeof(block_q5_k) == 176 && sizeof(block_q6_k) == 210);
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block.
+inline void k_scale_min(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = uint8_t((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    m = uint8_t((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
 
 // Activations quantized for integer dot products: one per 32 floats. `s` = d * sum(qs), used by Q4_1 (its
 // `m` term) and Q4_0 (its -8 offset).

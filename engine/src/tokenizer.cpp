@@ -1,5 +1,7 @@
-// Byte-level BPE tokenizer: see tokenizer.h. Pipeline of encode(): special-token partition (only with
-// parse_special) -> lenient UTF-8 decode -> pre-tokenizer words -> BPE merges by rank within each word.
+// Byte-level BPE and SentencePiece tokenizers: see tokenizer.h. Pipeline of encode(): special-token partition
+// (only with parse_special) -> byte-level BPE: lenient UTF-8 decode -> pre-tokenizer words -> BPE merges by rank
+// within each word; SentencePiece: spaces to "▁" (and one before the text) -> characters merged pairwise,
+// the pair whose merged piece has the highest score first -> pieces without a token as <0xXX> byte tokens.
 // What must not go in here: GGUF parsing, chat templates, sampling.
 #include "tokenizer.h"
 
@@ -113,10 +115,26 @@ struct bpe_scratch {
   std::vector<bpe_candidate> heap;
 };
 
+// SentencePiece working state: one symbol per UTF-8 character, merged in place (n grows, the right one empties).
+struct spm_symbol {
+  uint32_t begin, n;
+  int32_t prev, next;
+};
+struct spm_candidate {
+  float score;
+  int32_t left, right;
+  uint32_t size;  // bytes of the merged piece; a mismatch later means it is stale
+  bool operator<(const spm_candidate& o) const { return score != o.score ? score < o.score : left > o.left; }
+};
+
+const std::string_view spm_space = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
+
 }  // namespace
 
 struct tokenizer::impl {
   tokenizer_data data;
+  bool spm = false;                        // SentencePiece (model "llama")
+  std::unordered_map<std::string, token_id, string_hash, std::equal_to<>> piece_to_id;  // SentencePiece pieces
   pre_kind pre = pre_kind::gpt2;
   bool ignore_merges = false;              // Llama 3: a word that is itself a token is emitted without merging
   std::vector<std::string> bytes;          // raw bytes of each token
@@ -127,16 +145,18 @@ struct tokenizer::impl {
   std::vector<bool> eog;           // end-of-generation flags per token
 
   void encode_text(std::string_view text, std::vector<token_id>& out) const;
+  void encode_spm(std::string_view text, bool space_prefix, std::vector<token_id>& out) const;
   void bpe_word(std::string_view word, bpe_scratch& scratch, std::vector<token_id>& out) const;
 };
 
 result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
   using E = error;
-  if (d.model != "gpt2") {
-    return E{errc::unsupported,
-             "tokenizer.ggml.model '" + d.model + "' is not supported (only 'gpt2', byte-level BPE)"};
+  if (d.model != "gpt2" && d.model != "llama") {
+    return E{errc::unsupported, "tokenizer.ggml.model '" + d.model +
+                                    "' is not supported (known: 'gpt2', byte-level BPE; 'llama', SentencePiece)"};
   }
-  std::optional<pre_kind> pre = pre_kind_from_name(d.pre);
+  const bool spm = d.model == "llama";
+  std::optional<pre_kind> pre = spm ? std::optional<pre_kind>(pre_kind::gpt2) : pre_kind_from_name(d.pre);
   if (!pre) {
     return E{errc::unsupported,
              "tokenizer.ggml.pre '" + d.pre +
@@ -154,9 +174,15 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
     }
   }
   if (d.token_types.empty()) d.token_types.assign(n, type_normal);
+  if (spm && d.scores.size() != n) {
+    return E{errc::bad_file, "tokenizer.ggml.scores has " + std::to_string(d.scores.size()) +
+                                 " entries but tokenizer.ggml.tokens has " + std::to_string(n) +
+                                 " (a SentencePiece vocabulary needs one score per token)"};
+  }
 
   auto p = std::make_unique<impl>();
   p->pre = *pre;
+  p->spm = spm;
   if (d.pre == "llama-bpe" || d.pre == "llama3" || d.pre == "llama-v3") {
     p->ignore_merges = true;  // as llama.cpp does for the Llama 3 family (not for dbrx/smaug, same regex)
     d.add_bos = true;         // llama.cpp forces BOS for the Llama 3 family
@@ -175,7 +201,25 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
     const int32_t type = d.token_types[i];
     text_to_id.emplace(t, static_cast<token_id>(i));
     std::string& raw = p->bytes[i];
-    if (type == type_normal || type == type_undefined) {
+    if (spm && (type == type_normal || type == type_undefined || type == type_user_defined)) {
+      for (std::size_t pos = 0; pos < t.size();) {  // "▁" stands for a space
+        if (std::string_view(t).substr(pos, spm_space.size()) == spm_space) {
+          raw.push_back(' ');
+          pos += spm_space.size();
+        } else {
+          raw.push_back(t[pos++]);
+        }
+      }
+      p->piece_to_id.emplace(t, static_cast<token_id>(i));
+    } else if (spm) {
+      if (type == type_byte && t.size() == 6 && t.starts_with("<0x") && t.ends_with(">") && hex_digit(t[3]) >= 0 &&
+          hex_digit(t[4]) >= 0) {
+        raw.push_back(static_cast<char>(hex_digit(t[3]) * 16 + hex_digit(t[4])));
+      } else {
+        raw = t;
+      }
+      p->piece_to_id.emplace(t, static_cast<token_id>(i));
+    } else if (type == type_normal || type == type_undefined) {
       std::size_t pos = 0;
       while (pos < t.size()) {
         char32_t cp = decode_utf8(t, pos);
@@ -197,7 +241,13 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
   p->byte_token.fill(-1);
   for (int b = 0; b < 256; ++b) {
     std::string enc;
-    append_utf8(enc, byte_to_cpt[b]);
+    if (spm) {  // the byte-fallback token <0xXX>, else the byte as a piece of its own
+      static const char hex[] = "0123456789ABCDEF";
+      enc = std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">";
+      if (!text_to_id.count(enc)) enc = std::string(1, static_cast<char>(b));
+    } else {
+      append_utf8(enc, byte_to_cpt[b]);
+    }
     auto it = text_to_id.find(enc);
     if (it != text_to_id.end()) p->byte_token[b] = it->second;
   }
@@ -290,6 +340,69 @@ void tokenizer::impl::bpe_word(std::string_view word, bpe_scratch& scratch, std:
   }
 }
 
+// SentencePiece BPE over one fragment of raw text (llama.cpp's llm_tokenizer_spm): characters are merged
+// pairwise, always the adjacent pair whose merged piece is a token with the highest score (leftmost on ties),
+// until no pair merges; a symbol that is not a token becomes its bytes' <0xXX> tokens.
+void tokenizer::impl::encode_spm(std::string_view raw, bool space_prefix, std::vector<token_id>& out) const {
+  if (raw.empty()) return;  // (no "▁" for nothing)
+  std::string text;
+  text.reserve(raw.size() + 8);
+  if (space_prefix) text.append(spm_space);
+  for (char c : raw) {
+    if (c == ' ') text.append(spm_space);
+    else text.push_back(c);
+  }
+  if (text.empty()) return;
+  std::vector<spm_symbol> sym;
+  for (uint32_t pos = 0; pos < text.size();) {
+    const auto lead = static_cast<unsigned char>(text[pos]);
+    uint32_t len = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 1;
+    len = std::min<uint32_t>(len, uint32_t(text.size()) - pos);
+    const auto i = static_cast<int32_t>(sym.size());
+    sym.push_back({pos, len, i - 1, -1});
+    if (i > 0) sym[size_t(i) - 1].next = i;
+    pos += len;
+  }
+  std::vector<spm_candidate> heap;
+  const std::string_view tv(text);
+  auto consider = [&](int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return;
+    const std::string_view piece = tv.substr(sym[size_t(l)].begin, sym[size_t(l)].n + sym[size_t(r)].n);
+    auto it = piece_to_id.find(piece);
+    if (it == piece_to_id.end()) return;
+    heap.push_back({data.scores[size_t(it->second)], l, r, uint32_t(piece.size())});
+    std::push_heap(heap.begin(), heap.end());
+  };
+  for (int32_t i = 1; i < static_cast<int32_t>(sym.size()); ++i) consider(i - 1, i);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end());
+    const spm_candidate c = heap.back();
+    heap.pop_back();
+    spm_symbol& l = sym[size_t(c.left)];
+    spm_symbol& r = sym[size_t(c.right)];
+    if (l.n == 0 || r.n == 0 || l.n + r.n != c.size) continue;  // stale
+    l.n += r.n;
+    r.n = 0;
+    l.next = r.next;
+    if (r.next >= 0) sym[size_t(r.next)].prev = c.left;
+    consider(l.prev, c.left);
+    consider(c.left, l.next);
+  }
+  for (int32_t i = 0; i >= 0; i = sym[size_t(i)].next) {
+    const std::string_view piece = tv.substr(sym[size_t(i)].begin, sym[size_t(i)].n);
+    auto it = piece_to_id.find(piece);
+    if (it != piece_to_id.end()) {
+      out.push_back(it->second);
+      continue;
+    }
+    for (char b : piece) {  // byte fallback; a byte without a token becomes the unknown token (if any)
+      const token_id t = byte_token[static_cast<unsigned char>(b)];
+      if (t >= 0) out.push_back(t);
+      else if (data.unk_id >= 0) out.push_back(data.unk_id);
+    }
+  }
+}
+
 void tokenizer::impl::encode_text(std::string_view text, std::vector<token_id>& out) const {
   // Decode leniently (malformed bytes become U+FFFD, as llama.cpp does) and keep the re-encoded text with
   // the byte offset of every code point, so words can be handed to BPE as byte ranges.
@@ -322,7 +435,8 @@ std::vector<token_id> tokenizer::encode(std::string_view text, bool add_bos, boo
   out.reserve(text.size() / 3 + 2);
   if (add_bos && p.data.bos_id >= 0) out.push_back(p.data.bos_id);
   if (!parse_special) {
-    p.encode_text(text, out);
+    if (p.spm) p.encode_spm(text, p.data.add_space_prefix, out);
+    else p.encode_text(text, out);
     return out;
   }
   // Split the text around special tokens, longest token first over the whole text (llama.cpp's order), so
@@ -353,9 +467,14 @@ std::vector<token_id> tokenizer::encode(std::string_view text, bool add_bos, boo
     }
     frags.swap(next);
   }
+  bool after_special = true;  // SentencePiece: a text fragment at the start or after a special token gets "▁"
   for (const fragment& f : frags) {
     if (f.special >= 0) {
       out.push_back(f.special);
+      after_special = true;
+    } else if (p.spm) {
+      p.encode_spm(text.substr(f.begin, f.end - f.begin), p.data.add_space_prefix && after_special, out);
+      after_special = false;
     } else {
       p.encode_text(text.substr(f.begin, f.end - f.begin), out);
     }

@@ -1,5 +1,7 @@
-// Byte-level BPE tokenizer built from a GGUF file's tokenizer.ggml.* metadata (GPT-2 style, as used by
-// SmolLM2, Qwen and Llama 3): pre-tokenizer split, merges by rank, special-token matching, detokenization.
+// Tokenizer built from a GGUF file's tokenizer.ggml.* metadata: byte-level BPE (model "gpt2", as used by
+// SmolLM2, Qwen and Llama 3: pre-tokenizer split, merges by rank) or SentencePiece BPE (model "llama", as used
+// by Llama 2, TinyLlama, Mistral and Gemma: "▁" for spaces, merges by score, byte fallback); special-token
+// matching and detokenization for both.
 // What must not go in here: GGUF parsing (the reader fills tokenizer_data), chat templates, sampling.
 #pragma once
 
@@ -15,11 +17,13 @@
 namespace sluice::engine {
 
 struct tokenizer_data {              // filled by the GGUF reader from tokenizer.ggml.* metadata
-  std::string model;                 // tokenizer.ggml.model, e.g. "gpt2" (byte-level BPE); others -> errc::unsupported
+  std::string model;                 // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
   std::string pre;                   // tokenizer.ggml.pre, e.g. "smollm", "llama-bpe" ("" = default)
   std::vector<std::string> tokens;   // tokenizer.ggml.tokens
   std::vector<int32_t> token_types;  // tokenizer.ggml.token_type (may be empty)
   std::vector<std::string> merges;   // tokenizer.ggml.merges ("a b")
+  std::vector<float> scores;         // tokenizer.ggml.scores (SentencePiece, model "llama": merge priority)
+  bool add_space_prefix = true;      // tokenizer.ggml.add_space_prefix (SentencePiece: "▁" before the text)
   int32_t bos_id = -1, eos_id = -1, eot_id = -1, pad_id = -1, unk_id = -1;  // -1 = absent
   bool add_bos = false;                                                     // tokenizer.ggml.add_bos_token
   std::string chat_template;  // tokenizer.chat_template (jinja text, may be empty)

@@ -50,6 +50,7 @@ struct server_state {
   std::shared_ptr<decision_log> decisions;   // null when the policy has no decision_log
   std::shared_ptr<request_index> routed;     // recent routed request ids, for feedback (with a decision log)
   std::shared_ptr<decision_log> access_log;  // one JSON line per request; null when the policy has none
+  policies::log_level access_log_level = policies::log_level::info;  // lines below it are not written
   session_registry sessions;
   std::atomic<bool> ready{false};
   std::atomic<int64_t> connections_open{0};

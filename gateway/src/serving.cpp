@@ -10,11 +10,14 @@
 #include "local/task_backend.h"
 #include "ops/decision_log.h"
 #include "ops/gateway_metrics.h"
+#include "ops/log.h"
 #include "ops/sd_notify.h"
 #include "server_state.h"
 #include "upstream/upstream_openai.h"
 
 namespace sluice::gateway {
+
+using policies::log_level;
 
 namespace {
 
@@ -39,7 +42,7 @@ bool same_backend(const policies::model_config& a, const policies::model_config&
 
 router::result<std::shared_ptr<const serving_config>> build_serving_config(
     const serving_builder& b, std::shared_ptr<const policies::policy> policy, const serving_config* previous,
-    std::vector<std::shared_ptr<router::backend>>* retired) {
+    std::vector<retired_backend>* retired) {
   using router::errc;
   using router::error;
   auto cfg = std::make_shared<serving_config>();
@@ -48,15 +51,13 @@ router::result<std::shared_ptr<const serving_config>> build_serving_config(
   upstream_options uopts;
   uopts.timeout = policy->server.request_timeout;  // per attempt, unless the model sets timeout_ms
   uopts.metrics = b.metrics;                       // upstream clients count their failures by reason
+  std::vector<retired_backend> replaced;
   if (previous) {
     for (const auto& old : previous->policy->models) {
-      if (old.kind != policies::model_kind::local) continue;
       const auto* now = policy->find_model(old.name);
-      if (!now || !same_backend(old, *now)) {
-        return error{errc::bad_request, "local model '" + old.name + "' was " + (now ? "changed" : "removed") +
-                                            ": a loaded engine is not swapped under running requests; restart to "
-                                            "apply this change"};
-      }
+      auto it = previous->backends.find(old.name);
+      if (it == previous->backends.end() || (now && same_backend(old, *now))) continue;
+      replaced.push_back({old.name, old.kind == policies::model_kind::local, it->second});
     }
   }
   for (const auto& m : policy->models) {
@@ -67,31 +68,32 @@ router::result<std::shared_ptr<const serving_config>> build_serving_config(
         cfg->backends[m.name] = it->second;
         continue;
       }
-      if (it != previous->backends.end() && retired) retired->push_back(it->second);
     }
     router::result<std::shared_ptr<router::backend>> made = error{errc::internal, ""};
     if (m.kind == policies::model_kind::openai) {
       made = make_openai_backend(b.io, m, uopts);
     } else if (m.kind == policies::model_kind::local) {
-      std::fprintf(stderr, "sluice: loading local model '%s' from %s\n", m.name.c_str(), m.local.gguf_path.c_str());
+      log_line(log_level::info, "loading local model '%s' from %s", m.name.c_str(), m.local.gguf_path.c_str());
       made = make_local_backend(m, b.metrics);
     } else if (m.kind == policies::model_kind::task) {
       made = make_task_backend(m);
     } else {
-      std::fprintf(stderr, "sluice: warning: model '%s' has kind anthropic, which this build does not serve yet\n",
-                   m.name.c_str());
+      log_line(log_level::warn, "model '%s' has kind anthropic, which this build does not serve yet", m.name.c_str());
       continue;
     }
     if (!made) return error{made.error().code, "model '" + m.name + "': " + made.error().message};
     cfg->backends[m.name] = *made;
   }
   auto routed = router::router::create(policy, cfg->backends, b.timers, b.observer);
-  if (!routed) return routed.error();
+  if (!routed) return routed.error();  // (engines loaded above are unloaded with cfg, here: nothing used them)
   cfg->router = std::move(*routed);
   if (policy->requires_keys()) {
     std::string why;
     cfg->access = access_control::create(*policy, b.io.size(), why, previous ? previous->access.get() : nullptr);
     if (!cfg->access) return error{errc::bad_request, why};
+  }
+  if (retired) {
+    for (auto& r : replaced) retired->push_back(std::move(r));
   }
   return std::shared_ptr<const serving_config>(std::move(cfg));
 }
@@ -100,6 +102,48 @@ policy_reloader::~policy_reloader() { wait(); }
 
 void policy_reloader::wait() {
   if (thread_.joinable()) thread_.join();
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  unload_cv_.notify_all();
+  if (unloader_.joinable()) unloader_.join();
+}
+
+// A retired engine is stopped once the retired list holds the only reference: every config that named it (and
+// so every request that started with it) is gone, and no new request can reach it. Polled, since the last
+// reference goes on whichever io thread ends the last such request.
+void policy_reloader::unload_loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    std::vector<retired_backend> unused;
+    bool waiting = false;
+    for (auto it = retired_.begin(); it != retired_.end();) {
+      if (it->local && it->backend.use_count() == 1) {
+        unused.push_back(std::move(*it));
+        it = retired_.erase(it);
+      } else {
+        waiting = waiting || it->local;
+        ++it;
+      }
+    }
+    if (!unused.empty()) {
+      lock.unlock();
+      for (auto& r : unused) {
+        r.backend->stop();
+        r.backend.reset();
+        log_line(log_level::info, "unloaded the previous engine of local model '%s' (no request uses it)",
+                 r.model.c_str());
+      }
+      lock.lock();
+      continue;
+    }
+    if (stopping_ || !waiting) {
+      unloading_ = false;  // (under the lock: a reload that retires an engine now starts a new thread)
+      return;
+    }
+    unload_cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
 }
 
 bool policy_reloader::trigger(std::string why) {
@@ -121,7 +165,7 @@ void policy_reloader::run(std::string why) {
     outcome = "invalid";
     for (const auto& e : loaded.error()) message += (message.empty() ? "" : "; ") + e.to_string();
   } else {
-    std::vector<std::shared_ptr<router::backend>> retired;
+    std::vector<retired_backend> retired;
     auto built = build_serving_config(builder_, *loaded, current.get(), &retired);
     if (!built) {
       outcome = "refused";
@@ -129,7 +173,11 @@ void policy_reloader::run(std::string why) {
     } else {
       generation = (*built)->generation;
       state_->set_config(*built);
-      if (builder_.metrics) builder_.metrics->set_model_names((*loaded)->model_names());
+      set_log_level((*loaded)->server.log);
+      if (builder_.metrics) {
+        builder_.metrics->set_model_names((*loaded)->model_names());
+        builder_.metrics->set_route_names((*loaded)->route_names());
+      }
       const auto& was = current->policy->server;
       const auto& now = (*loaded)->server;
       if (was.listen_address != now.listen_address || was.port != now.port || was.threads != now.threads ||
@@ -138,15 +186,24 @@ void policy_reloader::run(std::string why) {
           was.request_timeout != now.request_timeout || was.shutdown_grace != now.shutdown_grace) {
         message = "the server section changed; it applies after a restart";
       }
+      bool engines = false;
+      for (const auto& r : retired) engines = engines || r.local;
       const std::lock_guard lock(mutex_);
       for (auto& r : retired) retired_.push_back(std::move(r));
+      if (engines && !stopping_) {
+        if (unloader_.joinable() && !unloading_) unloader_.join();  // (the last one has returned)
+        if (!unloader_.joinable()) {
+          unloading_ = true;
+          unloader_ = std::thread([this] { unload_loop(); });
+        }
+      }
     }
   }
   if (builder_.metrics) builder_.metrics->policy_reloads_total.with({outcome}).inc();
-  std::fprintf(stderr, "sluice: policy reload (%s) of %s: %s%s%s\n", why.c_str(), path_.c_str(),
-               outcome == "ok" ? ("generation " + std::to_string(generation) + " serving").c_str()
-                               : (outcome + ", the previous policy stays").c_str(),
-               message.empty() ? "" : ": ", message.c_str());
+  const std::string result = outcome == "ok" ? "generation " + std::to_string(generation) + " serving"
+                                             : outcome + ", the previous policy stays";
+  log_line(outcome == "ok" ? log_level::info : log_level::error, "policy reload (%s) of %s: %s%s%s", why.c_str(),
+           path_.c_str(), result.c_str(), message.empty() ? "" : ": ", message.c_str());
   std::string json = "{\"result\":";
   append_json_string(json, outcome);
   json += ",\"generation\":" + std::to_string(generation) + ",\"message\":";
@@ -170,7 +227,9 @@ std::string policy_reloader::status_json() const {
 
 std::vector<std::shared_ptr<router::backend>> policy_reloader::retired() const {
   const std::lock_guard lock(mutex_);
-  return retired_;
+  std::vector<std::shared_ptr<router::backend>> out;
+  for (const auto& r : retired_) out.push_back(r.backend);
+  return out;
 }
 
 }  // namespace sluice::gateway

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -39,13 +40,20 @@ struct serving_builder {
   std::shared_ptr<router::resilience_observer> observer;
 };
 
+// A backend a reload replaced or removed. Requests that started before the reload may still use it.
+struct retired_backend {
+  std::string model;
+  bool local = false;  // an engine: stopped (its memory freed) once no request uses it; others stay until exit
+  std::shared_ptr<router::backend> backend;
+};
+
 // Builds the config for `policy`. With `previous`, the backends of models whose entries did not change are
-// reused (pools and loaded engines kept); a local model that changed or was removed is an error (its engine
-// cannot be swapped under running requests: restart to apply), a new one is loaded here. Backends of changed
-// remote and task models are appended to `retired` (kept until exit: requests may still use them).
+// reused (pools and loaded engines kept); a local model that is new or changed is loaded here, beside the old
+// engine, which keeps serving the requests that started with it. Backends of changed or removed models are
+// appended to `retired`.
 router::result<std::shared_ptr<const serving_config>> build_serving_config(
     const serving_builder& b, std::shared_ptr<const policies::policy> policy, const serving_config* previous,
-    std::vector<std::shared_ptr<router::backend>>* retired);
+    std::vector<retired_backend>* retired);
 
 // Reloads the policy file on a thread of its own (loading a local model takes seconds), one reload at a time.
 class policy_reloader {
@@ -61,13 +69,15 @@ class policy_reloader {
   bool trigger(std::string why);
   // The last reload's outcome as a JSON object (for GET /admin/reload).
   std::string status_json() const;
-  // Waits for a reload in progress (at exit, once nothing can trigger another).
+  // Waits for a reload in progress (at exit, once nothing can trigger another) and ends the unloading thread.
   void wait();
-  // Backends retired by reloads (stopped at exit with the current ones).
+  // Backends retired by reloads and not unloaded yet (stopped at exit with the current ones).
   std::vector<std::shared_ptr<router::backend>> retired() const;
 
  private:
   void run(std::string why);
+  void unload_loop();  // stops each retired engine once only the retired list holds it
+
 
   serving_builder builder_;
   std::string path_;
@@ -77,7 +87,11 @@ class policy_reloader {
   std::thread thread_;
   mutable std::mutex mutex_;
   std::string last_;  // JSON
-  std::vector<std::shared_ptr<router::backend>> retired_;
+  std::vector<retired_backend> retired_;
+  std::thread unloader_;
+  std::condition_variable unload_cv_;
+  bool stopping_ = false;
+  bool unloading_ = false;  // unloader_ is in unload_loop (joinable but returned: false)
 };
 
 }  // namespace sluice::gateway

@@ -59,6 +59,22 @@ std::string load_error::to_string() const {
   return out + ": error: " + message;
 }
 
+const char* to_string(log_level l) {
+  switch (l) {
+    case log_level::debug: return "debug";
+    case log_level::info: return "info";
+    case log_level::warn: return "warn";
+    case log_level::error: return "error";
+  }
+  return "info";
+}
+
+std::optional<log_level> parse_log_level(std::string_view s) {
+  for (log_level l : {log_level::debug, log_level::info, log_level::warn, log_level::error})
+    if (s == to_string(l)) return l;
+  return std::nullopt;
+}
+
 const char* to_string(model_kind k) {
   switch (k) {
     case model_kind::openai: return "openai";

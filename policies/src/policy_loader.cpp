@@ -34,7 +34,7 @@ constexpr std::string_view top_keys[] = {"server", "models",    "routes",       
 constexpr std::string_view server_keys[] = {"listen",          "port",           "threads",
                                             "max_body_bytes",  "header_timeout_ms", "body_timeout_ms",
                                             "idle_timeout_ms", "request_timeout_ms", "max_connections",
-                                            "shutdown_grace_ms"};
+                                            "shutdown_grace_ms", "log_level"};
 constexpr std::string_view remote_model_keys[] = {"kind",          "base_url",         "model",      "api_key_env",
                                                   "timeout_ms",    "cost_per_mtok",    "tls_ca_file", "cost_per_request",
                                                   "retries",       "circuit_breaker",  "fallbacks"};
@@ -50,7 +50,7 @@ constexpr std::string_view all_model_keys[] = {"kind",          "base_url", "mod
                                                "task_model", "cost_per_request",
                                                "retries",       "circuit_breaker", "fallbacks"};
 constexpr std::string_view retry_keys[] = {"max", "base_ms", "max_ms"};
-constexpr std::string_view breaker_keys[] = {"failures", "open_ms"};
+constexpr std::string_view breaker_keys[] = {"failures", "open_ms", "failure_ratio", "window"};
 // Keys people reach for when pasting a credential. They get a message pointing at api_key_env instead of
 // "unknown key", and their values are never echoed.
 constexpr std::string_view secret_keys[] = {"api_key", "apikey", "key",      "secret",       "token",
@@ -96,6 +96,10 @@ void apply_overrides(error_sink& sink, const server_overrides& o, server_config&
     if (o.shutdown_grace->count() >= 0 && o.shutdown_grace->count() <= max_timeout_ms) out.shutdown_grace = *o.shutdown_grace;
     else sink.add_unplaced("--shutdown-grace must be between 0 and 86400 seconds");
   }
+  if (o.log_level) {
+    if (auto l = parse_log_level(*o.log_level)) out.log = *l;
+    else sink.add_unplaced("--log-level must be debug, info, warn or error, got " + in_quotes(*o.log_level));
+  }
 }
 
 void load_server(error_sink& sink, const field& section, server_config& out) {
@@ -133,6 +137,11 @@ void load_server(error_sink& sink, const field& section, server_config& out) {
       if (auto v = detail::read_int(sink, f, 1, 1'000'000)) out.max_connections = static_cast<uint32_t>(*v);
     } else if (f.key == "shutdown_grace_ms") {
       if (auto v = read_ms(sink, f, 0)) out.shutdown_grace = *v;
+    } else if (f.key == "log_level") {
+      auto s = detail::read_string(sink, f);
+      auto l = s ? parse_log_level(*s) : std::nullopt;
+      if (s && !l) sink.add(f.value_mark(), "'log_level' must be debug, info, warn or error, got " + in_quotes(*s));
+      else if (l) out.log = *l;
     }
   }
 }
@@ -288,6 +297,7 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
     } else if (f.key == "circuit_breaker") {
       if (f.value.IsScalar() && (f.value.Scalar() == "off" || f.value.Scalar() == "false")) {
         m.breaker.failures = 0;
+        m.breaker.failure_ratio = 0.0;
         continue;
       }
       for (const field& b : detail::read_map(sink, f.value, f.key_mark, "circuit_breaker of " + where, breaker_keys,
@@ -296,6 +306,12 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
           if (auto v = detail::read_int(sink, b, 0, 1'000'000)) m.breaker.failures = static_cast<int>(*v);
         } else if (b.key == "open_ms") {
           if (auto v = detail::read_int(sink, b, 1, max_timeout_ms)) m.breaker.open_for = std::chrono::milliseconds(*v);
+        } else if (b.key == "failure_ratio") {
+          auto v = detail::read_non_negative_number(sink, b);
+          if (v && *v > 1.0) sink.add(b.value_mark(), "'failure_ratio' must be a fraction in 0..1 (0 turns the rule off)");
+          else if (v) m.breaker.failure_ratio = *v;
+        } else if (b.key == "window") {
+          if (auto v = detail::read_int(sink, b, 2, 10'000)) m.breaker.window = static_cast<int>(*v);
         }
       }
     } else if (f.key == "fallbacks") {
@@ -306,6 +322,7 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
   if (m.kind == model_kind::local || m.kind == model_kind::task) {
     m.retries.max_retries = 0;
     m.breaker.failures = 0;
+    m.breaker.failure_ratio = 0.0;
   }
 
   if (!saw_kind) {

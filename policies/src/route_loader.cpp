@@ -17,6 +17,7 @@ constexpr std::string_view pre_score_keys[] = {"classifier", "skip_local_above",
 constexpr std::string_view accept_keys[] = {"model", "threshold", "min_mean_logprob", "labels", "regex",
                                             "json_if_requested"};
 constexpr std::string_view decision_log_keys[] = {"path", "max_bytes", "keep"};
+constexpr std::string_view access_log_keys[] = {"path", "max_bytes", "keep", "level"};
 constexpr int64_t max_timeout_ms = 24LL * 3600 * 1000;
 
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
@@ -153,8 +154,10 @@ void load_decision_log(error_sink& sink, const field& section, const std::filesy
                        decision_log_config& out) {
   bool saw_path = false;
   const std::string what = section.key;  // decision_log or access_log
-  for (const field& f : read_map(sink, section.value, section.key_mark, what, decision_log_keys,
-                                 decision_log_keys)) {
+  const bool access = what == "access_log";
+  const std::span<const std::string_view> keys = access ? std::span<const std::string_view>(access_log_keys)
+                                                        : std::span<const std::string_view>(decision_log_keys);
+  for (const field& f : read_map(sink, section.value, section.key_mark, what, keys, keys)) {
     if (f.key == "path") {
       saw_path = true;
       auto s = read_string(sink, f);
@@ -171,6 +174,13 @@ void load_decision_log(error_sink& sink, const field& section, const std::filesy
       out.max_bytes = *bytes;
     } else if (f.key == "keep") {
       if (auto v = read_int(sink, f, 0, 1000)) out.keep = static_cast<int>(*v);
+    } else if (f.key == "level") {
+      auto s = read_string(sink, f);
+      auto l = s ? parse_log_level(*s) : std::nullopt;
+      if (s && (!l || *l == log_level::debug))
+        sink.add(f.value_mark(), "'level' must be info (every request), warn (4xx and 5xx) or error (5xx and cut "
+                                 "streams), got " + in_quotes(*s));
+      else if (l) out.level = *l;
     }
   }
   if (section.value.IsMap() && !saw_path) sink.add(section.key_mark, "'" + what + "' needs a 'path'");

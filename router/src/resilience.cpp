@@ -66,12 +66,29 @@ bool circuit_breaker::on_result(bool failure, clock::time_point now) {
   const std::lock_guard lock(mutex_);
   const bool was_open = open_;
   probing_ = false;
+  bool ratio_reached = false;
+  if (!recent_.empty()) {
+    recent_failures_ += int(failure) - int(recent_[recent_next_]);
+    recent_[recent_next_] = failure ? 1 : 0;
+    recent_next_ = (recent_next_ + 1) % recent_.size();
+    recent_seen_ = std::min(recent_seen_ + 1, recent_.size());
+    ratio_reached = recent_seen_ == recent_.size() &&
+                    double(recent_failures_) >= config_.failure_ratio * double(recent_.size());
+  }
   if (!failure) {
     consecutive_failures_ = 0;
+    if (open_) {  // a successful probe: closed, with a clean history
+      std::fill(recent_.begin(), recent_.end(), uint8_t{0});
+      recent_next_ = recent_seen_ = 0;
+      recent_failures_ = 0;
+    }
     open_ = false;
-  } else if (open_ || ++consecutive_failures_ >= config_.failures) {
-    open_ = true;  // (a failed probe opens it again for a whole period)
-    open_until_ = now + config_.open_for;
+  } else {
+    ++consecutive_failures_;
+    if (open_ || (config_.failures > 0 && consecutive_failures_ >= config_.failures) || ratio_reached) {
+      open_ = true;  // (a failed probe opens it again for a whole period)
+      open_until_ = now + config_.open_for;
+    }
   }
   return was_open != open_;
 }
@@ -292,7 +309,7 @@ resilient_backend::resilient_backend(std::shared_ptr<backend> inner, const polic
                                      std::shared_ptr<resilience_observer> observer)
     : inner_(std::move(inner)),
       retries_(model.retries),
-      breaker_enabled_(model.breaker.failures > 0),
+      breaker_enabled_(model.breaker.enabled()),
       breaker_(model.breaker),
       timers_(std::move(timers)),
       observer_(std::move(observer)) {}

@@ -177,7 +177,7 @@ result<std::shared_ptr<const router>> router::create(std::shared_ptr<const polic
   // Remote models retry and have a breaker; routes' tiers and plain requests share the wrapped backend.
   for (auto& [name, b] : backends) {
     const policies::model_config* m = policy->find_model(name);
-    if (!b || !m || (m->retries.max_retries == 0 && m->breaker.failures == 0)) continue;
+    if (!b || !m || (m->retries.max_retries == 0 && !m->breaker.enabled())) continue;
     b = std::make_shared<resilient_backend>(b, *m, timers, observer);
   }
   std::vector<std::shared_ptr<const detail::compiled_route>> routes;
@@ -222,7 +222,8 @@ result<std::shared_ptr<generation>> router::dispatch(std::shared_ptr<const chat_
                                                      std::shared_ptr<generation_sink> sink) const {
   for (size_t i = 0; i < routes_.size(); ++i) {
     if (policy_->routes[i].name != req->model) continue;
-    auto run = std::make_shared<detail::cascade_run>(routes_[i], policy_, std::move(req), std::move(sink), timers_);
+    auto run = std::make_shared<detail::cascade_run>(routes_[i], policy_, std::move(req), std::move(sink), timers_,
+                                                     observer_);
     run->begin();
     return std::shared_ptr<generation>(std::move(run));
   }

@@ -229,14 +229,24 @@ TEST_CASE("gguf: hostile headers are rejected with a message naming the problem"
     REQUIRE_FALSE(g.has_value());
     CHECK(g.error().code == errc::bad_file);
   }
-  SECTION("known but unsupported tensor type") {
-    auto gb = small_valid();
-    gb.tensors[0].type = 12;  // Q4_K
+  SECTION("known but unsupported tensor types and architecture, all in one message") {
+    gguf_builder gb;
+    gb.kv_str("general.architecture", "gemma3");
+    gb.add_f32_tensor("a.weight", {8, 2});
+    gb.add_f32_tensor("b.weight", {8, 2});
+    gb.add_f32_tensor("c.weight", {8, 2});
+    gb.tensors[0].type = 11;  // Q3_K
     gb.tensors[0].ne = {256, 1};
+    gb.tensors[1].type = 20;  // IQ4_NL
+    gb.tensors[1].ne = {32, 1};
+    gb.tensors[2].type = 11;
+    gb.tensors[2].ne = {256, 1};
     auto g = parse_bytes(gb.build());
     REQUIRE_FALSE(g.has_value());
     CHECK(g.error().code == errc::unsupported);
-    CHECK_THAT(g.error().message, Catch::Contains("Q4_K"));
+    CHECK_THAT(g.error().message, Catch::Contains("tensor types Q3_K (2 tensors, e.g. 'a.weight'), IQ4_NL (1 tensor, "
+                                                  "e.g. 'b.weight') are not supported"));
+    CHECK_THAT(g.error().message, Catch::Contains("architecture 'gemma3' is not supported either"));
   }
   SECTION("row length not a multiple of the block") {
     auto gb = small_valid();

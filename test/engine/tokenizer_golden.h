@@ -37,6 +37,10 @@ inline tokenizer_data load_tokenizer_data(const std::string& name) {
   d.pad_id = static_cast<int32_t>(o.at("pad_id").as_int64());
   d.unk_id = static_cast<int32_t>(o.at("unk_id").as_int64());
   d.add_bos = o.at("add_bos").as_bool();
+  if (const auto* s = o.if_contains("scores")) {
+    for (const auto& v : s->as_array()) d.scores.push_back(static_cast<float>(v.to_number<double>()));
+  }
+  if (const auto* a = o.if_contains("add_space_prefix")) d.add_space_prefix = a->as_bool();
   const auto& tmpl = o.at("chat_template").as_string();
   d.chat_template.assign(tmpl.c_str(), tmpl.size());
   return d;

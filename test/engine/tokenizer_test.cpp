@@ -77,6 +77,26 @@ TEST_CASE("llama-bpe tokenization matches llama.cpp on a tiny vocab", "[tokenize
   CHECK(llama3_tiny().data().add_bos);  // forced for the Llama 3 family, as llama.cpp does
 }
 
+// tokens_spm_tiny.json: llama.cpp's ids, or sentencepiece's own where llama-cpp-python was not installed when it
+// was written (its "generator" field says which; make_spm_golden.py).
+TEST_CASE("SentencePiece (model llama) tokenization matches the golden ids on a tiny vocab", "[tokenizer]") {
+  auto r = tokenizer::create(load_tokenizer_data("tokenizer_spm_tiny.json"));
+  REQUIRE(r.has_value());
+  const tokenizer& spm = **r;
+  check_golden(spm, "tokens_spm_tiny.json");
+  // Spaces come back from "▁", bytes from <0xXX> tokens, and the dummy prefix is one leading space.
+  const std::string text = "Hello world \xE4\xBD\xA0\xE5\xA5\xBD";
+  CHECK(spm.decode(spm.encode(text, false, false)) == " " + text);
+  const auto with_bos = spm.encode("Hello", true, false);
+  REQUIRE_FALSE(with_bos.empty());
+  CHECK(with_bos.front() == spm.bos());
+  tokenizer_data bad = load_tokenizer_data("tokenizer_spm_tiny.json");
+  bad.scores.pop_back();
+  auto refused = tokenizer::create(bad);
+  REQUIRE_FALSE(refused.has_value());
+  CHECK_THAT(refused.error().message, Catch::Contains("tokenizer.ggml.scores"));
+}
+
 TEST_CASE("qwen2, gpt-2 and default pre-tokenizers match llama.cpp on the tiny vocab", "[tokenizer]") {
   for (const char* pre : {"qwen2", "gpt2", "default"}) {
     tokenizer_data d = load_tokenizer_data("tokenizer_llama3_tiny.json");
@@ -177,11 +197,16 @@ TEST_CASE("token_bytes are raw bytes, possibly partial characters", "[tokenizer]
 
 TEST_CASE("tokenizer rejects what it cannot tokenize", "[tokenizer]") {
   tokenizer_data d = load_tokenizer_data("tokenizer_llama3_tiny.json");
-  tokenizer_data spm = d;
-  spm.model = "llama";
-  auto r1 = tokenizer::create(spm);
+  tokenizer_data unknown = d;
+  unknown.model = "rwkv";
+  auto r1 = tokenizer::create(unknown);
   REQUIRE_FALSE(r1.has_value());
   CHECK(r1.error().code == errc::unsupported);
+  tokenizer_data no_scores = d;  // a SentencePiece vocabulary needs its scores
+  no_scores.model = "llama";
+  auto r0 = tokenizer::create(no_scores);
+  REQUIRE_FALSE(r0.has_value());
+  CHECK(r0.error().code == errc::bad_file);
   tokenizer_data pre = d;
   pre.pre = "no-such-pre";
   auto r2 = tokenizer::create(pre);

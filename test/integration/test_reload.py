@@ -134,21 +134,55 @@ def test_admin_endpoint_reloads_with_an_admin_key(workdir, fake, refused_port):
         s.stop()
 
 
-def test_a_changed_local_model_is_refused_until_a_restart(workdir, fake, refused_port):
+def test_a_changed_local_model_is_reloaded_and_its_old_engine_unloaded(workdir, fake, refused_port):
     local = (f"  smollm2:\n    kind: local\n    gguf: {MODEL}\n    context_tokens: 512\n    max_sequences: 2\n")
+    # (a loaded 2-core machine generates slowly: the stream across the reload gets time)
+    base = policy_yaml(fake.port, refused_port).replace("request_timeout_ms: 10000", "request_timeout_ms: 120000")
     path = os.path.join(workdir, "reload-local.yaml")
     with open(path, "w") as f:
-        f.write(policy_yaml(fake.port, refused_port) + local)
+        f.write(base + local)
     s = SluiceProcess(path, workdir=workdir)
+    long_prompt = "tell me more " * 200  # over 512 tokens, under 1024
     try:
+        status, _, body = request(s, "POST", "/v1/chat/completions", chat_body("smollm2", long_prompt, max_tokens=2))
+        assert status == 400 and b"context" in body, body
+        # A stream on the old engine runs across the reload and ends normally.
+        stream = {}
+        t = threading.Thread(target=lambda: stream.update(r=request(
+            s, "POST", "/v1/chat/completions",
+            chat_body("smollm2", "Count from one to fifty.", max_tokens=60, temperature=0, stream=True,
+                      stream_options={"include_usage": True}), timeout=60)))
+        t.start()
+        time.sleep(0.3)
         with open(path, "w") as f:
-            f.write(policy_yaml(fake.port, refused_port) + local.replace("512", "1024"))
+            f.write(base + local.replace("512", "1024"))
         s.proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: "refused, the previous policy stays" in s.stderr_tail(50000)), s.stderr_tail()
-        assert "local model 'smollm2' was changed" in s.stderr_tail(50000)
-        assert request(s, "POST", "/v1/chat/completions", chat_body("smollm2", max_tokens=2))[0] == 200
+        assert wait_for(lambda: "generation 2 serving" in s.stderr_tail(50000), 60), s.stderr_tail()
+        # the new engine serves new requests: the longer context is there
+        status, _, body = request(s, "POST", "/v1/chat/completions", chat_body("smollm2", long_prompt, max_tokens=2),
+                                  timeout=60)
+        assert status == 200, body
+        t.join(60)
+        status, _, body = stream["r"]
+        assert status == 200 and body.endswith(b"data: [DONE]\n\n") and b'"error"' not in body, body[-300:]
+        # once nothing uses it, the old engine is stopped and its memory freed
+        assert wait_for(lambda: "unloaded the previous engine of local model 'smollm2'" in s.stderr_tail(50000), 30), \
+            s.stderr_tail()
+        # a model left unchanged keeps its engine: no second load line for it
+        with open(path, "a") as f:
+            f.write("  added-model:\n    kind: openai\n    base_url: http://127.0.0.1:9/v1\n    model: ok\n")
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "generation 3 serving" in s.stderr_tail(50000), 30), s.stderr_tail()
+        assert s.stderr_tail(50000).count("loading local model 'smollm2'") == 2
+        # removing the local model unloads it as well
+        with open(path, "w") as f:
+            f.write(base)
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "generation 4 serving" in s.stderr_tail(50000), 30), s.stderr_tail()
+        assert wait_for(lambda: s.stderr_tail(50000).count("unloaded the previous engine of local model") == 2, 30)
+        assert request(s, "POST", "/v1/chat/completions", chat_body("smollm2", max_tokens=2))[0] == 404
     finally:
-        s.stop()
+        assert s.stop() == 0
 
 
 def test_systemd_hears_ready_reloading_and_stopping(workdir, fake, refused_port):
@@ -178,3 +212,22 @@ def test_systemd_hears_ready_reloading_and_stopping(workdir, fake, refused_port)
         assert s.stop() == 0
     assert sock.recv(4096).decode().startswith("STOPPING=1")
     sock.close()
+
+
+def test_a_route_added_by_a_reload_has_its_own_metric_series(workdir, fake, refused_port):
+    base = policy_yaml(fake.port, refused_port)
+    path = os.path.join(workdir, "reload-route.yaml")
+    with open(path, "w") as f:
+        f.write(base)
+    s = SluiceProcess(path, workdir=workdir)
+    try:
+        with open(path, "w") as f:
+            f.write(base + "routes:\n  added-route:\n    tiers: [gpt-fake]\n")
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "generation 2 serving" in s.stderr_tail(50000)), s.stderr_tail()
+        status, h, _ = request(s, "POST", "/v1/chat/completions", chat_body("added-route"))
+        assert status == 200 and h["x-sluice-route"] == "added-route"
+        metrics = request(s, "GET", "/metrics")[2].decode()
+        assert 'route="added-route"' in metrics and 'route="unknown"' not in metrics
+    finally:
+        assert s.stop() == 0

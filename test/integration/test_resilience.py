@@ -32,11 +32,18 @@ def extra_models(port):
     return "\n".join(lines) + "\n"
 
 
+# A route whose last tier is the failing model: the tier's fallback serves in its place.
+ROUTES = """routes:
+  fallback-route:
+    tiers: [down-fallback]
+"""
+
+
 @pytest.fixture(scope="module")
 def gw(workdir, fake, refused_port):
     path = os.path.join(workdir, "resilience.yaml")
     with open(path, "w") as f:
-        f.write(policy_yaml(fake.port, refused_port) + extra_models(fake.port))
+        f.write(policy_yaml(fake.port, refused_port) + extra_models(fake.port) + ROUTES)
     s = SluiceProcess(path, workdir=workdir)
     yield s
     s.stop()
@@ -113,6 +120,19 @@ def test_a_failing_model_falls_back_and_is_priced_as_the_one_that_answered(gw, f
     assert "model 'down-fallback' failed" in gw.stderr_tail(20000)
     # streams fall back too, before their first byte
     status, _, body = request(gw, "POST", "/v1/chat/completions", chat_body("down-fallback", stream=True))
+    assert status == 200 and b"[DONE]" in body and b'"error"' not in body
+
+
+def test_a_route_tier_falls_back_in_its_place(gw, fake):
+    status, h, body = request(gw, "POST", "/v1/chat/completions", chat_body("fallback-route"))
+    assert status == 200, body
+    assert h["x-sluice-route"] == "fallback-route"
+    assert h["x-sluice-tier"] == "gpt-fake"
+    usage = json.loads(body)["usage"]
+    expected = (usage["prompt_tokens"] * PRICE["input"] + usage["completion_tokens"] * PRICE["output"]) / 1e6
+    assert float(h["x-sluice-cost-usd"]) == pytest.approx(expected, abs=1e-8)
+    assert 'sluice_fallbacks_total{model="down-fallback",to="gpt-fake"}' in metrics(gw)
+    status, h, body = request(gw, "POST", "/v1/chat/completions", chat_body("fallback-route", stream=True))
     assert status == 200 and b"[DONE]" in body and b'"error"' not in body
 
 

@@ -686,4 +686,18 @@ TEST_CASE("retries, circuit_breaker and fallbacks load with defaults per kind", 
   e = errors_of(std::string(minimal) + "    retries: 1\n");
   REQUIRE(e.size() == 1);
   CHECK(starts_with(e[0], "5:5: key 'retries' does not apply to model 'm' of kind 'local'"));
+
+  auto ratio = load_ok(std::string(minimal) + "  r:\n    kind: openai\n    base_url: http://h/v1\n"
+                       "    circuit_breaker: {failures: 0, failure_ratio: 0.25, window: 40}\n");
+  const auto& br = ratio->find_model("r")->breaker;
+  CHECK(br.failures == 0);
+  CHECK(br.failure_ratio == 0.25);
+  CHECK(br.window == 40);
+  CHECK(br.enabled());
+  CHECK_FALSE(p->find_model("b")->breaker.enabled());
+  e = errors_of(std::string(minimal) + "  r:\n    kind: openai\n    base_url: http://h/v1\n"
+                "    circuit_breaker: {failure_ratio: 1.5, window: 1}\n");
+  REQUIRE(e.size() == 2);
+  CHECK(starts_with(e[0], "8:38: 'failure_ratio' must be a fraction in 0..1"));
+  CHECK(e[1].find("'window' must be between 2 and 10000") != std::string::npos);
 }

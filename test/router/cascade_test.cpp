@@ -318,3 +318,144 @@ routes:
   CHECK(bad.error().message.find("route 'r': acceptance model") != std::string::npos);
   CHECK(router::check_route_files(**p).size() == 1);
 }
+
+namespace {
+
+struct fallback_log : router::resilience_observer {
+  std::vector<std::string> moves;  // "from>to"
+  void on_fallback(std::string_view from, std::string_view to, const router::error&) override {
+    moves.push_back(std::string(from) + ">" + std::string(to));
+  }
+};
+
+// small (local) falls back to spare, big to backup; the route is small -> big.
+struct fallback_fixture {
+  std::map<std::string, std::shared_ptr<scripted_backend>> b{{"small", std::make_shared<scripted_backend>()},
+                                                             {"big", std::make_shared<scripted_backend>()},
+                                                             {"backup", std::make_shared<scripted_backend>()},
+                                                             {"spare", std::make_shared<scripted_backend>()}};
+  std::shared_ptr<fallback_log> log = std::make_shared<fallback_log>();
+  std::shared_ptr<manual_timers> timers = std::make_shared<manual_timers>();
+  std::shared_ptr<const router::router> r;
+
+  fallback_fixture() {
+    auto p = policies::load_policy_string(R"(models:
+  small: {kind: local, gguf: /nonexistent/small.gguf, cost_per_mtok: {input: 0.1, output: 0.2}, fallbacks: [spare]}
+  spare: {kind: openai, base_url: https://spare.example/v1, cost_per_mtok: {input: 1, output: 2}, retries: 0}
+  big: {kind: openai, base_url: https://api.example/v1, cost_per_mtok: {input: 10, output: 30}, retries: 0,
+        fallbacks: [backup]}
+  backup: {kind: openai, base_url: https://backup.example/v1, cost_per_mtok: {input: 5, output: 15}, retries: 0}
+routes:
+  r:
+    tiers: [small, big]
+    accept: {min_mean_logprob: -0.5, labels: [up, down]}
+    local_max_tokens: 4
+)");
+    REQUIRE(p.has_value());
+    router::backend_map m;
+    for (auto& [name, be] : b) m[name] = be;
+    auto created = router::router::create(*p, m, timers, log);
+    if (!created) UNSCOPED_INFO(created.error().message);
+    REQUIRE(created.has_value());
+    r = *created;
+  }
+  std::shared_ptr<client_sink> run() {
+    auto req = std::make_shared<router::chat_request>();
+    req->format = router::wire_format::openai_completions;
+    req->prompt = "Q: gold rises\nA:";
+    req->messages.push_back({router::role::user, req->prompt, "", "", {}, 0});
+    req->max_output_tokens = 16;
+    req->model = "r";
+    auto sink = std::make_shared<client_sink>();
+    auto gen = r->dispatch(req, sink);
+    REQUIRE(gen.has_value());
+    return sink;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cascade: a failing tier tries its model's fallbacks in its place", "[cascade]") {
+  fallback_fixture f;
+  script down;
+  down.fail = router::error{router::errc::upstream_error, "HTTP 503"};
+  down.usage_ = {};
+
+  SECTION("the last tier's fallback answers, priced as itself") {
+    f.b["small"]->scripts.push_back(script{" up", {-3.0}});  // rejected: low confidence
+    f.b["big"]->scripts.push_back(down);
+    f.b["backup"]->scripts.push_back(script{" down", {}, router::finish_reason::stop, {120, 0, 0, 3}});
+    auto sink = f.run();
+    REQUIRE(sink->done_calls == 1);
+    REQUIRE(sink->done->has_value());
+    CHECK((*sink->done)->text == " down");
+    CHECK((*sink->done)->served_by == "backup");
+    const auto& d = sink->last();
+    CHECK(d.tier == "backup");
+    REQUIRE(d.attempts.size() == 3);
+    CHECK(d.attempts[0].tier == "small");
+    CHECK(d.attempts[0].outcome == router::attempt_outcome::rejected);
+    CHECK(d.attempts[1].tier == "big");
+    CHECK(d.attempts[1].outcome == router::attempt_outcome::failed);
+    CHECK(d.attempts[1].cost_usd == 0.0);
+    CHECK(d.attempts[2].tier == "backup");
+    CHECK(d.attempts[2].outcome == router::attempt_outcome::served);
+    CHECK(d.attempts[2].cost_usd == Approx((120 * 5.0 + 3 * 15.0) / 1e6));
+    CHECK(f.log->moves == std::vector<std::string>{"big>backup"});
+  }
+  SECTION("a judged tier's fallback is judged by the route's validators") {
+    script busy;
+    busy.fail = router::error{router::errc::overloaded, "the engine's queue is full"};
+    busy.fail_at_start = true;
+    f.b["small"]->scripts.push_back(busy);
+    f.b["spare"]->scripts.push_back(script{" up", {}, router::finish_reason::stop, {100, 0, 0, 1}});
+    auto sink = f.run();
+    REQUIRE(sink->done_calls == 1);
+    REQUIRE(sink->done->has_value());
+    CHECK((*sink->done)->served_by == "spare");
+    CHECK_FALSE(sink->last().escalated);
+    REQUIRE(sink->last().attempts.size() == 2);
+    CHECK(sink->last().attempts[0].outcome == router::attempt_outcome::failed);
+    CHECK(f.b["spare"]->requests[0]->max_output_tokens == 4);  // in the judged tier's place: its cap
+    CHECK(f.log->moves == std::vector<std::string>{"small>spare"});
+
+    // A fallback answer the validators reject escalates to the next tier like the tier's own would.
+    f.b["small"]->scripts.push_back(busy);
+    f.b["spare"]->scripts.push_back(script{" sideways", {}, router::finish_reason::stop, {100, 0, 0, 1}});
+    f.b["big"]->scripts.push_back(script{" down", {}, router::finish_reason::stop, {120, 0, 0, 3}});
+    auto second = f.run();
+    REQUIRE(second->done->has_value());
+    CHECK((*second->done)->served_by == "big");
+    CHECK(second->last().reason == escalation_reason::validator);
+  }
+  SECTION("no fallback for an error every model would share, or once the client has text") {
+    script bad;
+    bad.fail = router::error{router::errc::bad_request, "HTTP 400: bad messages"};
+    f.b["small"]->scripts.push_back(script{" up", {-3.0}});
+    f.b["big"]->scripts.push_back(bad);
+    auto sink = f.run();
+    REQUIRE_FALSE(sink->done->has_value());
+    CHECK(sink->done->error().code == router::errc::bad_request);
+    CHECK(f.b["backup"]->requests.empty());
+
+    script cut = down;
+    cut.text = " do";
+    cut.fail_after_text = true;
+    f.b["small"]->scripts.push_back(script{" up", {-3.0}});
+    f.b["big"]->scripts.push_back(cut);
+    auto streamed = f.run();
+    REQUIRE_FALSE(streamed->done->has_value());
+    CHECK(streamed->done->error().code == router::errc::upstream_error);
+    CHECK(f.b["backup"]->requests.empty());
+    CHECK(f.log->moves.empty());
+  }
+  SECTION("every fallback failing ends in the last failure") {
+    f.b["small"]->scripts.push_back(script{" up", {-3.0}});
+    f.b["big"]->scripts.push_back(down);
+    f.b["backup"]->scripts.push_back(down);
+    auto sink = f.run();
+    REQUIRE_FALSE(sink->done->has_value());
+    CHECK(sink->done->error().code == router::errc::upstream_error);
+    CHECK(sink->last().attempts.size() == 3);
+  }
+}

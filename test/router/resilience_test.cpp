@@ -120,6 +120,42 @@ TEST_CASE("the circuit breaker opens after failures in a row and lets one probe 
   CHECK(br.current(t + 2150ms) == router::circuit_breaker::state::closed);
 }
 
+TEST_CASE("the circuit breaker opens on a failure ratio over its window, which a probe's success clears",
+          "[resilience]") {
+  policies::breaker_config c;
+  c.failures = 0;  // the ratio rule alone
+  c.failure_ratio = 0.5;
+  c.window = 10;
+  c.open_for = 1000ms;
+  REQUIRE(c.enabled());
+  router::circuit_breaker br(c);
+  const auto t = router::circuit_breaker::clock::now();
+  // Alternating failures never make a run, but half of the window fails once 10 attempts were seen.
+  for (int i = 0; i < 9; ++i) CHECK_FALSE(br.on_result(i % 2 == 0, t));  // 5 of 9 failed: window not full
+  CHECK(br.current(t) == router::circuit_breaker::state::closed);
+  CHECK(br.on_result(true, t));  // 6 of 10
+  CHECK(br.current(t) == router::circuit_breaker::state::open);
+  CHECK(br.allow(t + 1000ms));
+  CHECK(br.on_result(false, t + 1000ms));  // the probe answered: closed, history cleared
+  for (int i = 0; i < 9; ++i) CHECK_FALSE(br.on_result(true, t + 1001ms));  // a cleared window: 9 seen
+  CHECK(br.current(t + 1001ms) == router::circuit_breaker::state::closed);
+  CHECK(br.on_result(true, t + 1001ms));  // 10 of 10
+}
+
+TEST_CASE("a failure ratio below its threshold keeps the breaker closed", "[resilience]") {
+  policies::breaker_config c;
+  c.failures = 0;
+  c.failure_ratio = 0.5;
+  c.window = 10;
+  router::circuit_breaker br(c);
+  const auto t = router::circuit_breaker::clock::now();
+  for (int i = 0; i < 100; ++i) CHECK_FALSE(br.on_result(i % 3 == 0, t));  // a third fail
+  CHECK(br.current(t) == router::circuit_breaker::state::closed);
+  policies::breaker_config off;
+  off.failures = 0;
+  CHECK_FALSE(off.enabled());
+}
+
 TEST_CASE("failed attempts are retried after a backoff until one answers", "[resilience]") {
   world w("    retries: {max: 2, base_ms: 100, max_ms: 1000}\n");
   w.a->scripts = {failing(router::errc::upstream_error), failing(router::errc::upstream_rate_limited, "50"), answer()};

@@ -50,6 +50,7 @@ struct script {
   router::usage usage_{100, 0, 0, 2};
   std::optional<router::error> fail;  // delivered via on_done
   bool fail_at_start = false;         // returned by start()
+  bool fail_after_text = false;       // `text` is streamed, then `fail` is delivered
   bool hang = false;                  // never answers until cancelled
 };
 
@@ -85,6 +86,11 @@ struct scripted_backend : router::backend {
     generations.push_back(g);
     if (s.hang) return std::shared_ptr<router::generation>(g);
     if (s.fail) {
+      if (s.fail_after_text) {
+        chunk ch;
+        ch.text = s.text;
+        sink->on_chunk(std::move(ch));
+      }
       g->finished = true;
       sink->on_done(*s.fail);
       return std::shared_ptr<router::generation>(g);

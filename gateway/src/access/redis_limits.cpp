@@ -1,6 +1,7 @@
 // See redis_limits.h. The two scripts implement memory_limits::reserve_at and settle_at (limits.cpp); a change
 // to one is a change to both (test_keys.py runs the same tests against each store).
 #include "access/redis_limits.h"
+#include "ops/log.h"
 
 #include <openssl/evp.h>
 
@@ -202,8 +203,8 @@ task<void> redis_limits::settle(const reservation& r, nano_usd cost, int64_t tok
   const redis_reply reply = co_await run_script(settle_script, settle_sha1_, std::move(keys), std::move(args));
   if (!reply.ok || reply.value.type == resp::value::kind::error) {
     // The reservation stays charged (it expires with its record): the safe side of a lost settlement.
-    std::fprintf(stderr, "sluice: could not settle request %s in redis: %s\n", r.request_id.c_str(),
-                 reply.ok ? reply.value.text.c_str() : reply.error.c_str());
+    log_line(policies::log_level::error, "could not settle request %s in redis: %s", r.request_id.c_str(),
+             reply.ok ? reply.value.text.c_str() : reply.error.c_str());
   }
 }
 

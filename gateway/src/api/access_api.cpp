@@ -11,6 +11,7 @@
 #include "api/api_handlers.h"
 #include "api/openai_codec.h"
 #include "http/http_session.h"
+#include "ops/log.h"
 #include "server_state.h"
 
 namespace sluice::gateway {
@@ -58,8 +59,8 @@ void log_store_error(const char* store, const std::string& error, bool fail_open
                             std::chrono::steady_clock::now().time_since_epoch()).count();
   int64_t prev = last_s.load(std::memory_order_relaxed);
   if (prev == now_s || !last_s.compare_exchange_strong(prev, now_s)) return;
-  std::fprintf(stderr, "sluice: limits store (%s) unavailable: %s; %s\n", store, error.c_str(),
-               fail_open ? "serving without counting (on_error: fail_open)" : "refusing with 503 (on_error: fail_closed)");
+  log_line(policies::log_level::error, "limits store (%s) unavailable: %s; %s", store, error.c_str(),
+           fail_open ? "serving without counting (on_error: fail_open)" : "refusing with 503 (on_error: fail_closed)");
 }
 
 void count_key(http_session& s, const policies::key_config& key, std::string_view outcome) {

@@ -134,7 +134,7 @@ void record(serving& sv, const event_queue* q, int status, const router::complet
     e.latency_s = duration;
     e.ttft_s = sv.ttft_s;
     if (sv.req->traceparent.size() == 55) e.trace_id = std::string_view(sv.req->traceparent).substr(3, 32);
-    state.access_log->write(access_log_line(e));
+    write_access_log(*state.access_log, state.access_log_level, e);
   }
 }
 
@@ -724,7 +724,7 @@ void log_refused(http_session& s, int status, const router::error& err, std::str
   e.error_message = err.message;
   e.latency_s = latency_s;
   if (s.request().traceparent.size() == 55) e.trace_id = std::string_view(s.request().traceparent).substr(3, 32);
-  log->write(access_log_line(e));
+  write_access_log(*log, s.state().access_log_level, e);
 }
 
 // POST /admin/reload: loads the policy file again (as SIGHUP does) on a thread of its own; 202 when started. GET

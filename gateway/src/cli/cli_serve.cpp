@@ -12,6 +12,7 @@
 #include <functional>
 
 #include "access/access.h"
+#include "ops/log.h"
 #include "ops/sd_notify.h"
 #include "serving.h"
 #include "cli/cli.h"
@@ -26,6 +27,8 @@
 #include "upstream/upstream_openai.h"
 
 namespace sluice::gateway {
+
+using policies::log_level;
 
 namespace {
 
@@ -104,11 +107,18 @@ int run_serve(int argc, char** argv) {
         return 2;
       }
       overrides.shutdown_grace = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
+    } else if (a == "--log-level") {
+      const char* v = value("--log-level");
+      if (!v) return 2;
+      overrides.log_level = v;  // (checked by the loader, like server.log_level)
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: sluice serve --config FILE [--port N] [--listen ADDR] [--shutdown-grace SECONDS]\n");
+      std::printf("usage: sluice serve --config FILE [--port N] [--listen ADDR] [--shutdown-grace SECONDS]\n"
+                  "                    [--log-level debug|info|warn|error]\n");
       return 0;
     } else {
-      std::fprintf(stderr, "sluice serve: unknown option '%s' (valid: --config, --port, --listen, --shutdown-grace)\n",
+      std::fprintf(stderr,
+                   "sluice serve: unknown option '%s' (valid: --config, --port, --listen, --shutdown-grace, "
+                   "--log-level)\n",
                    argv[i]);
       return 2;
     }
@@ -123,12 +133,12 @@ int run_serve(int argc, char** argv) {
     return 1;
   }
   const std::shared_ptr<const policies::policy> policy = *loaded;
+  set_log_level(policy->server.log);
   for (const auto& name : policies::missing_api_keys(*policy)) {
     const auto* m = policy->find_model(name);
-    std::fprintf(stderr,
-                 "sluice: warning: model '%s': environment variable %s is not set; its upstream will reject "
-                 "requests (clients get 502)\n",
-                 name.c_str(), m ? m->api_key_env.c_str() : "?");
+    log_line(log_level::warn,
+             "model '%s': environment variable %s is not set; its upstream will reject requests (clients get 502)",
+             name.c_str(), m ? m->api_key_env.c_str() : "?");
   }
 
   const int threads = policy->server.threads > 0 ? policy->server.threads
@@ -167,15 +177,16 @@ int run_serve(int argc, char** argv) {
       return 1;
     }
     state->access_log = std::move(*log);
+    state->access_log_level = policy->access_log.level;
   }
   if (policy->requires_keys()) {
-    std::fprintf(stderr, "sluice: %zu API key(s); budgets and rate limits counted in %s\n", policy->keys.size(),
-                 policy->limits_state.redis ? "redis" : "this process's memory");
+    log_line(log_level::info, "%zu API key(s); budgets and rate limits counted in %s", policy->keys.size(),
+             policy->limits_state.redis ? "redis" : "this process's memory");
   } else if (!is_loopback(policy->server.listen_address)) {
-    std::fprintf(stderr,
-                 "sluice: warning: listening on %s without API keys: anyone who reaches the port spends the "
-                 "upstream keys (add a 'keys' section; see docs/policy.md)\n",
-                 policy->server.listen_address.c_str());
+    log_line(log_level::warn,
+             "listening on %s without API keys: anyone who reaches the port spends the upstream keys (add a 'keys' "
+             "section; see docs/policy.md)",
+             policy->server.listen_address.c_str());
   }
 
   const std::shared_ptr<tcp_acceptor> acceptor = *listening;
@@ -191,7 +202,7 @@ int run_serve(int argc, char** argv) {
   std::function<void()> wait_hup = [&, hup] {
     hup->async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
-      if (!reloader.trigger("SIGHUP")) std::fprintf(stderr, "sluice: SIGHUP: a policy reload is already running\n");
+      if (!reloader.trigger("SIGHUP")) log_line(log_level::warn, "SIGHUP: a policy reload is already running");
       wait_hup();
     });
   };
@@ -234,7 +245,7 @@ int run_serve(int argc, char** argv) {
   for (const auto& b : reloader.retired()) b->stop();
   if (state->decisions) state->decisions->close();  // every line of the requests served is on disk
   if (state->access_log) state->access_log->close();
-  std::fprintf(stderr, "sluice: stopped\n");
+  log_line(log_level::info, "stopped");
   return 0;
 }
 

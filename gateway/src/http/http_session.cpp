@@ -426,6 +426,7 @@ task<void> http_session::serve() {
     state_->requests_active.fetch_add(1, std::memory_order_relaxed);
     pinned_ = state_->config();
     const bool again = co_await handle_request(*this);
+    pinned_.reset();  // an idle keep-alive connection does not hold a config a reload replaced (nor its engines)
     state_->requests_active.fetch_sub(1, std::memory_order_relaxed);
     if (!again || state_->draining.load(std::memory_order_relaxed)) co_return;
   }

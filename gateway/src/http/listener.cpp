@@ -7,6 +7,7 @@
 
 #include "http/http_session.h"
 #include "http/io_threads.h"
+#include "ops/log.h"
 
 namespace sluice::gateway {
 
@@ -41,7 +42,7 @@ task<void> accept_loop(io_threads* threads, std::shared_ptr<tcp_acceptor> accept
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
-        std::fprintf(stderr, "sluice: internal error in a connection: %s\n", ex.what());
+        log_line(policies::log_level::error, "internal error in a connection: %s", ex.what());
       }
     });
   }

@@ -6,6 +6,7 @@
 
 #include "http/http_session.h"
 #include "http/io_threads.h"
+#include "ops/log.h"
 #include "ops/sd_notify.h"
 
 namespace sluice::gateway {
@@ -35,7 +36,7 @@ void graceful_shutdown::arm() {
 
 void graceful_shutdown::on_signal(int sig) {
   if (stage_ == stage::serving) {
-    std::fprintf(stderr, "sluice: signal %d, finishing requests in flight (up to %.1f s; a second signal cuts them now)\n",
+    log_line(policies::log_level::info, "signal %d, finishing requests in flight (up to %.1f s; a second signal cuts them now)",
                  sig, std::chrono::duration<double>(state_->policy->server.shutdown_grace).count());
     begin_drain();
     arm();
@@ -43,7 +44,7 @@ void graceful_shutdown::on_signal(int sig) {
     return;
   }
   if (stage_ == stage::draining) {
-    std::fprintf(stderr, "sluice: signal %d again, cutting the requests still running\n", sig);
+    log_line(policies::log_level::warn, "signal %d again, cutting the requests still running", sig);
     cut_all();
   }
   arm();
@@ -66,7 +67,7 @@ void graceful_shutdown::cut_all() {
   stage_ = stage::cut;
   next_stage_at_ = clock::now() + cut_write_grace;
   int64_t n = state_->requests_active.load();
-  if (n > 0) std::fprintf(stderr, "sluice: cutting %lld request%s still running\n", static_cast<long long>(n), n == 1 ? "" : "s");
+  if (n > 0) log_line(policies::log_level::warn, "cutting %lld request%s still running", static_cast<long long>(n), n == 1 ? "" : "s");
   state_->sessions.for_each([](const std::shared_ptr<http_session>& s) {
     asio::post(s->executor(), [s] { s->cut(); });
   });
@@ -85,7 +86,7 @@ void graceful_shutdown::poll() {
     switch (stage_) {
       case stage::draining: cut_all(); break;
       case stage::cut:
-        std::fprintf(stderr, "sluice: closing connections whose clients did not read their answer\n");
+        log_line(policies::log_level::warn, "closing connections whose clients did not read their answer");
         stage_ = stage::forced;
         next_stage_at_ = now + forced_grace;
         state_->sessions.for_each([](const std::shared_ptr<http_session>& s) {
@@ -93,7 +94,7 @@ void graceful_shutdown::poll() {
         });
         break;
       case stage::forced:
-        std::fprintf(stderr, "sluice: warning: stopping with %lld connection(s) still open\n",
+        log_line(policies::log_level::warn, "stopping with %lld connection(s) still open",
                      static_cast<long long>(state_->connections_open.load()));
         stage_ = stage::done;
         threads_.stop();

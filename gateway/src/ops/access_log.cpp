@@ -29,9 +29,20 @@ void number(std::string& out, std::string_view name, double v, int decimals) {
 
 }  // namespace
 
+policies::log_level access_level(const access_entry& e) {
+  if (e.status >= 500 || (e.status < 400 && !e.error_code.empty())) return policies::log_level::error;
+  if (e.status >= 400) return policies::log_level::warn;
+  return policies::log_level::info;
+}
+
+void write_access_log(decision_log& log, policies::log_level keep, const access_entry& e) {
+  if (access_level(e) >= keep) log.write(access_log_line(e));
+}
+
 std::string access_log_line(const access_entry& e) {
   std::string out = "{\"time\":";
   append_json_string(out, utc_now_iso8601());
+  field(out, "level", policies::to_string(access_level(e)));
   field(out, "request_id", e.request_id);
   field(out, "method", e.method);
   field(out, "path", e.path);

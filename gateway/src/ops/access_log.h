@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "sluice/policies/policy.h"
+
 namespace sluice::gateway {
 
 struct access_entry {
@@ -31,6 +33,12 @@ struct access_entry {
   std::string_view trace_id;  // from the client's traceparent
 };
 
+// error: a 5xx, or a 200 whose stream was cut; warn: a 4xx (refusals, client errors, a client that left); info.
+policies::log_level access_level(const access_entry& e);
 std::string access_log_line(const access_entry& e);
+
+class decision_log;
+// Writes e's line when its level reaches `keep` (the policy's access_log.level).
+void write_access_log(decision_log& log, policies::log_level keep, const access_entry& e);
 
 }  // namespace sluice::gateway

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "api/json_util.h"
+#include "ops/log.h"
 
 namespace sluice::gateway {
 
@@ -295,7 +296,7 @@ void decision_log::rotate() {
   }
   file_ = std::fopen(p.c_str(), "ae");
   size_ = 0;
-  if (!file_) std::fprintf(stderr, "sluice: cannot reopen the decision log '%s': %s\n", p.c_str(), std::strerror(errno));
+  if (!file_) log_line(policies::log_level::error, "cannot reopen the log '%s': %s", p.c_str(), std::strerror(errno));
 }
 
 }  // namespace sluice::gateway

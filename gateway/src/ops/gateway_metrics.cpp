@@ -209,6 +209,12 @@ void gateway_metrics::set_model_names(std::span<const std::string> model_names) 
   tables_.push_back(std::move(table));
 }
 
+void gateway_metrics::set_route_names(std::span<const std::string> route_names) {
+  auto names = sorted_names(route_names);
+  std::lock_guard lock(names_mutex_);
+  route_names_ = std::move(names);
+}
+
 std::string gateway_metrics::route_label(std::string_view name) const {
   std::shared_ptr<const std::vector<std::string>> names;
   {

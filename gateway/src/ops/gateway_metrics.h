@@ -66,8 +66,9 @@ class gateway_metrics {
   gateway_metrics(const gateway_metrics&) = delete;
   gateway_metrics& operator=(const gateway_metrics&) = delete;
 
-  // Replaces the known model names after a policy reload. Series of removed models keep their last values.
+  // Replaces the known model and route names after a policy reload. Series of removed ones keep their values.
   void set_model_names(std::span<const std::string> model_names);
+  void set_route_names(std::span<const std::string> route_names);
 
   // `name` if the policy knows it, else "unknown".
   std::string model_label(std::string_view name) const;

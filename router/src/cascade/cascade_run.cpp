@@ -58,9 +58,9 @@ void trim_logprobs(std::vector<token_logprob>& lps, const chat_request& client) 
 
 cascade_run::cascade_run(std::shared_ptr<const compiled_route> route, std::shared_ptr<const policies::policy> policy,
                          std::shared_ptr<const chat_request> req, std::shared_ptr<generation_sink> out,
-                         std::shared_ptr<timer_service> timers)
+                         std::shared_ptr<timer_service> timers, std::shared_ptr<resilience_observer> observer)
     : route_(std::move(route)), policy_(std::move(policy)), req_(std::move(req)), out_(std::move(out)),
-      timers_(std::move(timers)) {
+      timers_(std::move(timers)), observer_(std::move(observer)) {
   decision_.route = route_->config->name;
   decision_.log_text = route_->config->log_text;
   if (decision_.log_text) decision_.query = query_text(*req_);
@@ -130,20 +130,22 @@ std::optional<double> cascade_run::pre_score(bool& skip_first) {
   return score;
 }
 
-std::shared_ptr<const chat_request> cascade_run::attempt_request(size_t tier) const {
+std::shared_ptr<const chat_request> cascade_run::attempt_request(size_t tier,
+                                                                 const policies::model_config& model) const {
   if (!judged(tier)) return req_;  // the last tier gets the client's request as it came
   auto r = std::make_shared<chat_request>(*req_);
   const int cap = route_->config->local_max_tokens;
   r->max_output_tokens = std::min(req_->max_output_tokens.value_or(cap), cap);
-  if (route_->tiers[tier]->kind == policies::model_kind::local && route_->wants_logprobs) {
+  if (model.kind == policies::model_kind::local && route_->wants_logprobs) {
     r->logprobs = true;  // the acceptance decision reads them whether or not the client asked
     r->top_logprobs = std::max(req_->top_logprobs, route_->top_logprobs);
   }
   return r;
 }
 
-void cascade_run::start_attempt(size_t tier) {
+void cascade_run::start_attempt(size_t tier, size_t alt) {
   tier_ = tier;
+  alt_ = alt;
   ++attempt_;
   buffered_.clear();
   tier_timed_out_ = false;
@@ -153,13 +155,14 @@ void cascade_run::start_attempt(size_t tier) {
                  cancelled_ ? "The client cancelled the request." : "The route's deadline passed."});
     return;
   }
-  const policies::model_config& model = *route_->tiers[tier];
+  const policies::model_config& model = current_model();
   if (!judged(tier)) {
     decision_.tier = model.name;  // what serves, unless it fails and the route falls back
     emit_decision();
   }
   auto sink = std::make_shared<attempt_sink>(shared_from_this(), attempt_);
-  auto gen = route_->backends[tier]->start(attempt_request(tier), model, sink);
+  backend& serving = alt == 0 ? *route_->backends[tier] : *route_->fallbacks[tier][alt - 1].serving;
+  auto gen = serving.start(attempt_request(tier, model), model, sink);
   if (!gen) {
     post_done(attempt_, gen.error());  // handled like any failure, after this function returns
     return;
@@ -198,12 +201,13 @@ void cascade_run::on_done(uint64_t attempt, result<completion> r) {
                             : "The route '" + decision_.route + "' did not finish within its deadline."});
     return;
   }
-  const policies::model_config& model = *route_->tiers[tier_];
+  const policies::model_config& model = current_model();
   const bool local = model.kind == policies::model_kind::local;
   if (judged(tier_)) {
     if (!r) {
       // A tier that reports its own timeout (a model's timeout_ms) escalates as a timeout, like tier_timeout_ms.
       const bool timed_out = r.error().code == errc::upstream_timeout;
+      if (try_alternative(r.error(), timed_out ? attempt_outcome::timed_out : attempt_outcome::failed, used)) return;
       const escalation_reason why = local ? (timed_out ? escalation_reason::local_timeout : escalation_reason::local_error)
                                           : (timed_out ? escalation_reason::upstream_timeout : escalation_reason::upstream_error);
       escalate(why, timed_out ? attempt_outcome::timed_out : attempt_outcome::failed, used);
@@ -217,13 +221,27 @@ void cascade_run::on_done(uint64_t attempt, result<completion> r) {
     if (tier_timed_out_) {
       e = error{errc::upstream_timeout, "The model '" + model.name + "' did not answer within the route's tier timeout."};
     }
-    record_attempt(tier_timed_out_ ? attempt_outcome::timed_out : attempt_outcome::failed, used);
+    const attempt_outcome outcome = tier_timed_out_ ? attempt_outcome::timed_out : attempt_outcome::failed;
+    if (!tier_timed_out_ && try_alternative(e, outcome, used)) return;  // (a tier out of time moves on)
+    record_attempt(outcome, used);
     last_tier_failed(std::move(e));
     return;
   }
   record_attempt(attempt_outcome::served, used);
   decision_.tier = model.name;
   finish(std::move(*r));
+}
+
+// The tier's next fallback in its place, when the failure is one another model may not share and nothing of the
+// tier reached the client; the failed attempt is recorded (and charged) as its own model.
+bool cascade_run::try_alternative(const error& e, attempt_outcome outcome, const usage& used) {
+  const auto& alternatives = route_->fallbacks[tier_];
+  if (alt_ >= alternatives.size() || forwarded_ || !try_fallback(e)) return false;
+  const std::string& from = current_model().name;
+  record_attempt(outcome, used);
+  if (observer_) observer_->on_fallback(from, alternatives[alt_].model->name, e);
+  start_attempt(tier_, alt_ + 1);
+  return true;
 }
 
 void cascade_run::on_tier_timeout(uint64_t attempt) {
@@ -237,7 +255,7 @@ void cascade_run::on_tier_timeout(uint64_t attempt) {
   current_->cancel();
   current_.reset();
   backend_seconds_ += seconds_between(attempt_started_at_, clock::now());
-  const bool local = route_->tiers[tier_]->kind == policies::model_kind::local;
+  const bool local = current_model().kind == policies::model_kind::local;
   escalate(local ? escalation_reason::local_timeout : escalation_reason::upstream_timeout, attempt_outcome::timed_out,
            usage{});
 }
@@ -250,7 +268,7 @@ void cascade_run::on_route_timeout() {
 
 void cascade_run::judge(completion c) {
   const auto t0 = clock::now();
-  const policies::model_config& model = *route_->tiers[tier_];
+  const policies::model_config& model = current_model();
   const std::string failed = failed_validator(*route_, *req_, c);
   bool accepted = failed.empty();
   std::optional<double> score, threshold;
@@ -269,11 +287,13 @@ void cascade_run::judge(completion c) {
     if (!c.logprobs.empty()) s.first_top_logprobs = c.logprobs.front().top;
     s.pre_score = decision_.pre_score;
     const policies::accept_config& rule = route_->config->accept;
-    if (tier_ == route_->scored_tier && route_->scorer) {
+    // The acceptance model and rule judge the model they were set up for, not a fallback standing in for it.
+    const bool scored = tier_ == route_->scored_tier && alt_ == 0;
+    if (scored && route_->scorer) {
       score = route_->scorer->score(s);
       threshold = route_->threshold;
       accepted = accepted && *score >= *threshold;
-    } else if (tier_ == route_->scored_tier && rule.min_mean_logprob) {
+    } else if (scored && rule.min_mean_logprob) {
       double sum = 0.0;
       for (double lp : s.token_logprobs) sum += lp;
       const double mean = s.token_logprobs.empty() ? -INFINITY : sum / double(s.token_logprobs.size());
@@ -285,7 +305,7 @@ void cascade_run::judge(completion c) {
   }
   // The route-level acceptance score is the acceptance model's (or rule's), on the local tier it judges; a task
   // tier's confidence is in its attempt's score only.
-  if (score && tier_ == route_->scored_tier && !(c.confidence && c.confidence_threshold)) {
+  if (score && tier_ == route_->scored_tier && alt_ == 0 && !(c.confidence && c.confidence_threshold)) {
     decision_.acceptance_score = score;
     decision_.threshold = threshold;
   }
@@ -308,7 +328,7 @@ void cascade_run::judge(completion c) {
 
 void cascade_run::accept(completion c, std::optional<double> score) {
   record_attempt(attempt_outcome::served, c.usage_, score);
-  decision_.tier = route_->tiers[tier_]->name;
+  decision_.tier = current_model().name;
   emit_decision();
   for (chunk& ch : buffered_) out_->on_chunk(for_client(std::move(ch)));
   buffered_.clear();
@@ -343,7 +363,7 @@ void cascade_run::last_tier_failed(error e) {
 }
 
 void cascade_run::record_attempt(attempt_outcome outcome, const usage& used, std::optional<double> score) {
-  const policies::model_config& model = *route_->tiers[tier_];
+  const policies::model_config& model = current_model();
   attempt_record a;
   a.tier = model.name;
   a.kind = policies::to_string(model.kind);

@@ -20,6 +20,17 @@ result<std::shared_ptr<const compiled_route>> compile_route(
       if (it == backends->end() || !it->second) return fail("tier '" + name + "' has no backend in this build");
       r->backends.push_back(it->second);
     }
+    auto& alternatives = r->fallbacks.emplace_back();
+    for (const std::string& f : m->fallbacks) {
+      const policies::model_config* fm = policy.find_model(f);
+      if (!fm) return fail("tier '" + name + "': fallback '" + f + "' is not a model of the policy");
+      if (!backends) {
+        alternatives.push_back({fm, nullptr});
+        continue;
+      }
+      auto it = backends->find(f);
+      if (it != backends->end() && it->second) alternatives.push_back({fm, it->second});
+    }
   }
   if (r->tiers.empty()) return fail("no tiers");
   r->baseline = policy.find_model(route.baseline.empty() ? route.tiers.back() : route.baseline);

@@ -22,6 +22,13 @@ struct compiled_route {
   const policies::route_config* config = nullptr;  // owned by the policy, kept alive by the router
   std::vector<const policies::model_config*> tiers;
   std::vector<std::shared_ptr<backend>> backends;  // parallel to tiers; empty when compiled without backends
+  // Per tier, the models its model names as `fallbacks` (those with a backend in this build), tried in order
+  // when the tier fails before anything of it reached the client. Parallel to tiers.
+  struct fallback {
+    const policies::model_config* model = nullptr;
+    std::shared_ptr<backend> serving;  // null when compiled without backends
+  };
+  std::vector<std::vector<fallback>> fallbacks;
   const policies::model_config* baseline = nullptr;
   std::shared_ptr<const classifier> pre_classifier;  // may be null
   std::shared_ptr<const acceptance_scorer> scorer;   // may be null

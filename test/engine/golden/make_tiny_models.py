@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the tiny random "llama" GGUF files the engine tests load (test/engine/data/tiny-<type>.gguf), one
-per supported tensor type, with the `gguf` package (pip install gguf==0.19.0). Deterministic (fixed seed).
+per supported tensor type (and a K-quant mix with its dequantized F32 twin), with the `gguf` package (pip install gguf==0.19.0). Deterministic (fixed seed).
 Each is a 2-layer GQA model (64-dim, 4 heads, 2 KV heads) with a byte-level BPE vocabulary, so llama.cpp
 can load it too. Run from anywhere: python3 test/engine/golden/make_tiny_models.py
 """
@@ -105,11 +105,106 @@ def write(qtype, name, tie):
     w.close()
 
 
+# The K-quant mix (as llama.cpp's Q4_K_M lays out a model: Q4_K, with Q6_K for attn_v, ffn_down and the output,
+# Q5_K for the embedding) needs rows that are multiples of 256, so it is a wider model; its weights are random
+# blocks (the gguf package does not quantize K-quants), and a twin file holds the same weights dequantized by the
+# gguf package's reference code, as F32. Q5_0 and Q5_1 get the 64-wide model, quantized like the others.
+K_EMBD, K_FF, K_LAYER = 256, 512, 1  # (one layer keeps the F32 twin under 3 MB)
+K_TYPES = {"token_embd": Q.Q5_K, "output": Q.Q6_K, "attn_q": Q.Q4_K, "attn_k": Q.Q4_K, "attn_v": Q.Q6_K,
+           "attn_output": Q.Q4_K, "ffn_gate": Q.Q4_K, "ffn_up": Q.Q4_K, "ffn_down": Q.Q6_K}
+
+
+def random_k_blocks(rng, rows, cols, qt, scale):
+    """Random but well-formed K-quant rows whose values have roughly the given standard deviation."""
+    block_bytes = {Q.Q4_K: 144, Q.Q5_K: 176, Q.Q6_K: 210}[qt]
+    nb = cols // 256
+    raw = rng.integers(0, 256, size=(rows, nb, block_bytes), dtype=np.uint8)
+    if qt == Q.Q6_K:
+        d = (scale / 900.0 * (0.8 + 0.4 * rng.random((rows, nb)))).astype(np.float16)
+        raw[:, :, 208:210] = d.view(np.uint8).reshape(rows, nb, 2)
+    else:
+        unit = 240.0 if qt == Q.Q4_K else 500.0
+        d = (scale / unit * (0.8 + 0.4 * rng.random((rows, nb)))).astype(np.float16)
+        dmin = (scale / 60.0 * rng.random((rows, nb))).astype(np.float16)
+        raw[:, :, 0:2] = d.view(np.uint8).reshape(rows, nb, 2)
+        raw[:, :, 2:4] = dmin.view(np.uint8).reshape(rows, nb, 2)
+    return raw.reshape(rows, nb * block_bytes)
+
+
+def write_kmix(name, twin_name):
+    rng = np.random.default_rng(4321)
+    toks, types, merges = vocab()
+    n_vocab = len(toks)
+    writers = [(gguf.GGUFWriter(os.path.join(OUT, name), "llama"), False),
+               (gguf.GGUFWriter(os.path.join(OUT, twin_name), "llama"), True)]
+    head_dim = K_EMBD // N_HEAD
+    for w, twin in writers:
+        w.add_name("tiny-kmix" + ("-f32" if twin else ""))
+        w.add_block_count(K_LAYER)
+        w.add_context_length(N_CTX)
+        w.add_embedding_length(K_EMBD)
+        w.add_feed_forward_length(K_FF)
+        w.add_head_count(N_HEAD)
+        w.add_head_count_kv(N_HEAD_KV)
+        w.add_rope_freq_base(10000.0)
+        w.add_rope_dimension_count(head_dim)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_vocab_size(n_vocab)
+        w.add_file_type(0 if twin else 15)  # 15: MOSTLY_Q4_K_M
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("smollm")
+        w.add_token_list(toks)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        w.add_bos_token_id(n_vocab - 3)
+        w.add_eos_token_id(n_vocab - 1)
+        w.add_add_bos_token(False)
+
+    def add(tname, rows, cols, scale):
+        kind = tname.split(".")[-2]
+        qt = K_TYPES[kind]
+        raw = random_k_blocks(rng, rows, cols, qt, scale)
+        writers[0][0].add_tensor(tname, raw, raw_shape=raw.shape, raw_dtype=qt)
+        writers[1][0].add_tensor(tname, gguf.quants.dequantize(raw, qt).astype(np.float32))
+
+    def add_f32(tname, data):
+        for w, _ in writers:
+            w.add_tensor(tname, data)
+
+    def norm():
+        return (1.0 + 0.1 * rng.standard_normal(K_EMBD)).astype(np.float32)
+
+    kv = head_dim * N_HEAD_KV
+    add("token_embd.weight", n_vocab, K_EMBD, 1.0)
+    add_f32("output_norm.weight", norm())
+    add("output.weight", n_vocab, K_EMBD, 0.3)
+    for i in range(K_LAYER):
+        p = f"blk.{i}."
+        add_f32(p + "attn_norm.weight", norm())
+        add(p + "attn_q.weight", K_EMBD, K_EMBD, 0.2)
+        add(p + "attn_k.weight", kv, K_EMBD, 0.2)
+        add(p + "attn_v.weight", kv, K_EMBD, 0.15)
+        add(p + "attn_output.weight", K_EMBD, K_EMBD, 0.08)
+        add_f32(p + "ffn_norm.weight", norm())
+        add(p + "ffn_gate.weight", K_FF, K_EMBD, 0.15)
+        add(p + "ffn_up.weight", K_FF, K_EMBD, 0.15)
+        add(p + "ffn_down.weight", K_EMBD, K_FF, 0.05)
+    for w, _ in writers:
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+
 MODELS = [(Q.F32, "tiny-f32.gguf", False), (Q.F16, "tiny-f16.gguf", True), (Q.BF16, "tiny-bf16.gguf", False),
-          (Q.Q8_0, "tiny-q8_0.gguf", True), (Q.Q4_0, "tiny-q4_0.gguf", False), (Q.Q4_1, "tiny-q4_1.gguf", True)]
+          (Q.Q8_0, "tiny-q8_0.gguf", True), (Q.Q4_0, "tiny-q4_0.gguf", False), (Q.Q4_1, "tiny-q4_1.gguf", True),
+          (Q.Q5_0, "tiny-q5_0.gguf", False), (Q.Q5_1, "tiny-q5_1.gguf", True)]
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     for qt, name, tie in MODELS:
         write(qt, name, tie)
+        print("wrote", name, os.path.getsize(os.path.join(OUT, name)), "bytes")
+    write_kmix("tiny-kmix.gguf", "tiny-kmix-f32.gguf")
+    for name in ("tiny-kmix.gguf", "tiny-kmix-f32.gguf"):
         print("wrote", name, os.path.getsize(os.path.join(OUT, name)), "bytes")

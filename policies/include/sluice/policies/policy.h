@@ -16,6 +16,11 @@
 
 namespace sluice::policies {
 
+// How much the gateway says on standard error (and which access-log lines it keeps): debug < info < warn < error.
+enum class log_level { debug, info, warn, error };
+const char* to_string(log_level l);                      // "debug", "info", "warn", "error"
+std::optional<log_level> parse_log_level(std::string_view s);
+
 struct server_config {
   std::string listen_address = "127.0.0.1";
   uint16_t port = 8080;  // 0 = pick a free port (tests); the bound port is printed on start
@@ -29,6 +34,9 @@ struct server_config {
   // On SIGTERM/SIGINT: how long requests in flight may run before they are cut (streams get an in-band
   // error event, unanswered requests a 503). A second signal cuts at once.
   std::chrono::milliseconds shutdown_grace{10'000};
+  // Lines on standard error below this level are not written (debug adds one line per retry). A reload applies
+  // a new value at once.
+  log_level log = log_level::info;
 };
 
 // Settings given on the command line (`sluice serve --port ...`). They are applied by the loader, before the
@@ -37,6 +45,7 @@ struct server_overrides {
   std::optional<uint16_t> port;
   std::optional<std::string> listen_address;
   std::optional<std::chrono::milliseconds> shutdown_grace;
+  std::optional<std::string> log_level;  // --log-level
 };
 
 enum class model_kind { openai, anthropic, local, task };
@@ -79,11 +88,15 @@ struct retry_config {
   std::chrono::milliseconds max_backoff{2000};
 };
 
-// A circuit breaker per remote model: after `failures` failed attempts in a row it opens for `open_for`, and
-// requests fail fast (or go to the fallbacks); then one probe request is let through (half open).
+// A circuit breaker per remote model: after `failures` failed attempts in a row, or when at least
+// `failure_ratio` of the last `window` attempts failed, it opens for `open_for`, and requests fail fast (or go to
+// the fallbacks); then one probe request is let through (half open).
 struct breaker_config {
-  int failures = 5;  // 0 = no breaker
+  int failures = 5;            // 0 = no consecutive-failure rule
+  double failure_ratio = 0.0;  // 0 = no ratio rule; else in (0, 1]
+  int window = 20;             // attempts the ratio is taken over (it applies once that many were seen)
   std::chrono::milliseconds open_for{30'000};
+  bool enabled() const { return failures > 0 || failure_ratio > 0.0; }
 };
 
 struct model_config {
@@ -152,6 +165,7 @@ struct decision_log_config {
   std::string path;  // "" = no decision log
   uint64_t max_bytes = 100ull << 20;  // rotate past this size
   int keep = 5;                       // rotated files kept (path.1 .. path.N)
+  log_level level = log_level::info;  // access_log only: lines kept (info: every request; warn: 4xx and worse)
 };
 
 // Money in the accounting of budgets: integer nano-dollars (1e-9 USD), so that sums are exact and the same in

@@ -6,10 +6,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sluice/policies/policy.h"
 #include "sluice/router/backend.h"
@@ -42,12 +44,14 @@ bool try_fallback(const error& e);
 std::optional<std::chrono::milliseconds> retry_delay(const policies::retry_config& c, int retry, const error& e,
                                                      double jitter01);
 
-// Consecutive-failure circuit breaker with a half-open probe. Thread-safe.
+// Circuit breaker (consecutive failures, or a failure ratio over the last attempts) with a half-open probe.
+// Thread-safe.
 class circuit_breaker {
  public:
   using clock = std::chrono::steady_clock;
   enum class state { closed, open, half_open };
-  explicit circuit_breaker(policies::breaker_config c) : config_(c) {}
+  explicit circuit_breaker(policies::breaker_config c)
+      : config_(c), recent_(c.failure_ratio > 0.0 ? static_cast<size_t>(c.window) : 0, 0) {}
 
   // May an attempt start now? In half-open state one probe at a time is let through.
   bool allow(clock::time_point now);
@@ -59,6 +63,9 @@ class circuit_breaker {
   policies::breaker_config config_;
   mutable std::mutex mutex_;
   int consecutive_failures_ = 0;
+  std::vector<uint8_t> recent_;  // the last `window` attempts (1: failed), a ring; empty without a ratio rule
+  size_t recent_next_ = 0, recent_seen_ = 0;
+  int recent_failures_ = 0;
   bool open_ = false;
   bool probing_ = false;
   clock::time_point open_until_{};
