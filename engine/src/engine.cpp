@@ -9,6 +9,8 @@
 
 #include "backend.h"
 #include "chat_template.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_plan.h"
 #include "model_loader.h"
 #include "scheduler.h"
 #include "tokenizer.h"
@@ -72,7 +74,20 @@ result<std::unique_ptr<engine>> engine::load(const load_options& opts) {
   mi.file_bytes = p->model->file->file_bytes();
   mi.add_bos = p->tok->data().add_bos;
   int threads = opts.threads > 0 ? opts.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-  p->be = make_cpu_backend(*p->model, threads, kv_type::f16);
+  const cuda::device_choice dev =
+      cuda::choose_device(opts.device, opts.device == "cpu" ? std::string() : cuda::why_not_available());
+  if (!dev.error.empty()) return error{errc::invalid_argument, dev.error};
+  mi.device_note = dev.note;
+  if (dev.use_cuda) {
+    try {
+      p->be = cuda::make_backend(*p->model);
+      mi.device = "cuda";
+    } catch (const std::exception& e) {
+      return named(error{errc::invalid_argument, std::string("the CUDA backend could not start: ") + e.what()});
+    }
+  } else {
+    p->be = make_cpu_backend(*p->model, threads, kv_type::f16);
+  }
   scheduler_options so;
   so.max_sequences = opts.max_sequences;
   so.context_tokens = mi.context_tokens;

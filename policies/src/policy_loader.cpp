@@ -40,13 +40,13 @@ constexpr std::string_view remote_model_keys[] = {"kind",          "base_url",  
                                                   "retries",       "circuit_breaker",  "fallbacks"};
 constexpr std::string_view local_model_keys[] = {"kind",          "gguf",          "chat_template", "threads",
                                                  "context_tokens", "max_sequences", "timeout_ms",   "cost_per_mtok",
-                                                 "kv_cache_mib",  "prefix_cache",  "step_token_budget",
+                                                 "kv_cache_mib",  "prefix_cache",  "step_token_budget", "device",
                                                  "cost_per_request", "fallbacks"};
 constexpr std::string_view task_model_keys[] = {"kind", "task_model", "cost_per_request", "cost_per_mtok", "fallbacks"};
 constexpr std::string_view all_model_keys[] = {"kind",          "base_url", "model",          "api_key_env",
                                                "timeout_ms",    "cost_per_mtok", "gguf",       "chat_template",
                                                "threads",       "context_tokens", "max_sequences", "tls_ca_file",
-                                               "kv_cache_mib", "prefix_cache", "step_token_budget",
+                                               "kv_cache_mib", "prefix_cache", "step_token_budget", "device",
                                                "task_model", "cost_per_request",
                                                "retries",       "circuit_breaker", "fallbacks"};
 constexpr std::string_view retry_keys[] = {"max", "base_ms", "max_ms"};
@@ -253,6 +253,11 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
       auto s = detail::read_string(sink, f);
       if (s && s->empty()) sink.add(f.value_mark(), "'gguf' must be a path to a .gguf file");
       else if (s) m.local.gguf_path = detail::resolve_path(*s, base_dir);
+    } else if (f.key == "device") {
+      auto d = detail::read_string(sink, f);
+      if (d && *d != "cpu" && *d != "cuda" && *d != "auto")
+        sink.add(f.value_mark(), "'device' must be cpu, cuda or auto, got " + in_quotes(*d));
+      else if (d) m.local.device = *d;
     } else if (f.key == "chat_template") {
       auto s = detail::read_string(sink, f);
       if (s && !contains(chat_templates, *s)) {

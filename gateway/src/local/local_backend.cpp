@@ -2,6 +2,7 @@
 #include "local/local_backend.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <mutex>
 
 #include "local/model_identity.h"
@@ -224,8 +225,11 @@ router::result<std::shared_ptr<router::backend>> make_local_backend(const polici
   o.kv_cache_bytes = size_t(model.local.kv_cache_mib) << 20;
   o.prefix_cache = model.local.prefix_cache;
   o.step_token_budget = model.local.step_token_budget;
+  o.device = model.local.device;
   auto eng = engine::engine::load(o);
   if (!eng) return error{errc::internal, eng.error().message};
+  if (!(*eng)->info().device_note.empty())
+    std::fprintf(stderr, "sluice: local model '%s': %s\n", model.name.c_str(), (*eng)->info().device_note.c_str());
   auto id = gguf_identity(model.local.gguf_path);  // what an acceptance model trained on its answers must match
   if (!id) return id.error();
   auto recorder = metrics ? std::make_shared<engine_metrics_recorder>(std::move(metrics), model.name, **eng) : nullptr;

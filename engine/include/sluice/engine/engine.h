@@ -52,6 +52,9 @@ struct load_options {
   // Tokens per step while streams are decoding (their tokens included): a long prompt is prefilled in
   // chunks of about this size between decode steps, which bounds the gap between a stream's tokens.
   int step_token_budget = 32;
+  // Where the model runs: "cpu", "cuda" (an NVIDIA GPU; an error when this build or machine has none) or
+  // "auto" (the GPU when there is one, else the CPU, saying why in model_info::device_note).
+  std::string device = "cpu";
 };
 
 struct model_info {
@@ -63,6 +66,8 @@ struct model_info {
   bool add_bos = false;    // the model expects BOS before a raw (non-chat) prompt: tokenize(text, add_bos)
   uint64_t n_params = 0;
   uint64_t file_bytes = 0;
+  std::string device = "cpu";  // the backend in use: "cpu" or "cuda"
+  std::string device_note;     // why "auto" chose what it chose ("" otherwise)
 };
 
 struct chat_message {

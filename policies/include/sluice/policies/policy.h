@@ -77,6 +77,7 @@ struct local_model_config {
   int kv_cache_mib = 256;
   bool prefix_cache = true;    // prompts starting with cached tokens read their KV instead of computing it
   int step_token_budget = 32;  // tokens per step while streams decode (bounds their token gaps)
+  std::string device = "cpu";  // cpu | cuda | auto (docs/engine.md, "CUDA backend")
 };
 
 // Retries of one model's failed attempts (connect failures, resets and 5xx before any byte of an answer, 429),
