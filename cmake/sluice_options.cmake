@@ -1,15 +1,17 @@
 # Compiler options shared by every Sluice target: warnings, sanitizers, the version string.
 add_library(sluice_options INTERFACE)
-target_compile_options(sluice_options INTERFACE -Wall -Wextra -Wpedantic -Wno-missing-field-initializers)
+# (C++ only: nvcc takes its warning flags in engine/CMakeLists.txt)
+target_compile_options(sluice_options INTERFACE "$<$<COMPILE_LANGUAGE:CXX>:-Wall;-Wextra;-Wpedantic;-Wno-missing-field-initializers>")
 # g++ 12 reports a false -Wfree-nonheap-object inside std::variant's destructor when a variant holds a
 # boost::system::result (event_queue.h); the pointer it flags is the variant's own heap storage.
 # It also reports a false -Wrestrict for std::string concatenation at -O3 (GCC bug 105651), and a false
 # -Wmismatched-new-delete where Asio frees a coroutine frame it allocated with its own operator new.
 if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
-  target_compile_options(sluice_options INTERFACE -Wno-free-nonheap-object -Wno-restrict -Wno-mismatched-new-delete)
+  target_compile_options(sluice_options INTERFACE
+                         "$<$<COMPILE_LANGUAGE:CXX>:-Wno-free-nonheap-object;-Wno-restrict;-Wno-mismatched-new-delete>")
 endif()
 if(SLUICE_WERROR)
-  target_compile_options(sluice_options INTERFACE -Werror)
+  target_compile_options(sluice_options INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
 endif()
 if(SLUICE_SANITIZE)
   target_compile_options(sluice_options INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer

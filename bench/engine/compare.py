@@ -27,6 +27,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--decode", type=int, default=128)
+    ap.add_argument("--sluice-device", default="cpu", help="engine_bench --device (bench/engine/gpu_run: cuda)")
+    ap.add_argument("--llama-gpu-layers", type=int, default=0, help="llama.cpp n_gpu_layers (-1: all, on the GPU)")
     a = ap.parse_args()
     common = ["--model", a.model, "--prefill", str(a.prefill), "--decode", str(a.decode)]
     rows = []
@@ -36,9 +38,10 @@ def main():
             order = ["sluice", "llama.cpp"] if r % 2 == 0 else ["llama.cpp", "sluice"]
             for who in order:
                 if who == "sluice":
-                    cmd = [a.sluice, "--threads", str(th)] + common
+                    cmd = [a.sluice, "--threads", str(th), "--device", a.sluice_device] + common
                 else:
-                    cmd = [sys.executable, os.path.join(HERE, "llama_cpp_side.py"), "--threads", str(th)] + common
+                    cmd = [sys.executable, os.path.join(HERE, "llama_cpp_side.py"), "--threads", str(th),
+                           "--gpu-layers", str(a.llama_gpu_layers)] + common
                 v = measure(cmd)
                 res[who].append(v)
                 print(f"  threads={th} round={r + 1} {who:9s} prefill {v['prefill_tps']:8.1f} tok/s"

@@ -56,7 +56,7 @@ double run(eng::engine& e, std::vector<eng::token_id> prompt, int max_tokens, en
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model;
+  std::string model, device = "cpu";
   int threads = 2, n_prefill = 512, n_decode = 128, reps = 1, parallel = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
@@ -66,12 +66,14 @@ int main(int argc, char** argv) {
     else if (a == "--decode") n_decode = std::atoi(argv[i + 1]);
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
     else if (a == "--parallel") parallel = std::atoi(argv[i + 1]);
+    else if (a == "--device") device = argv[i + 1];
   }
   eng::load_options lo;
   lo.path = model;
   lo.threads = threads;
   lo.context_tokens = 1024;
   lo.max_sequences = parallel > 1 ? parallel : 1;
+  lo.device = device;  // cpu | cuda (bench/engine/gpu_run)
   auto e = eng::engine::load(lo);
   if (!e) {
     std::fprintf(stderr, "load: %s\n", e.error().message.c_str());

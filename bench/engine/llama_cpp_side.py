@@ -17,8 +17,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--decode", type=int, default=128)
+    ap.add_argument("--gpu-layers", type=int, default=0)
     a = ap.parse_args()
-    m = Llama(model_path=a.model, n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=a.threads,
+    m = Llama(model_path=a.model, n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=a.threads, n_gpu_layers=a.gpu_layers,
               n_threads_batch=a.threads, verbose=False)
     ctx = m._ctx.ctx
     n_vocab = m.n_vocab()

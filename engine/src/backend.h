@@ -8,20 +8,19 @@
 #include <span>
 #include <vector>
 
+#include "block_allocator.h"
 #include "llama_model.h"
 
 namespace sluice::engine {
 
-class kv_cache {  // one sequence's keys and values; owned by the sequence, filled by the backend
- public:
-  virtual ~kv_cache() = default;
-  virtual int capacity_tokens() const = 0;
-  virtual size_t bytes() const = 0;
-};
-
+// Keys and values live in one pool of fixed-size blocks per backend (paged KV): block b holds
+// kv_block_tokens() consecutive positions of every layer. A sequence's block table maps its position p to
+// block blocks[p / kv_block_tokens()], slot p % kv_block_tokens(); blocks may be shared between sequences
+// (a common prefix) and need not be contiguous or ordered. Which blocks are free is the caller's business
+// (block_allocator); the backend only owns the memory.
 struct batch_seq {
-  kv_cache* kv = nullptr;               // positions [pos0, pos0 + tokens.size()) are written
-  std::span<const token_id> tokens;
+  std::span<const kv_block_id> blocks;  // covers positions [0, pos0 + tokens.size())
+  std::span<const token_id> tokens;     // written at positions [pos0, pos0 + tokens.size())
   int pos0 = 0;
   enum class logits { none, last, all } want = logits::last;
 };
@@ -30,14 +29,18 @@ class backend {
  public:
   virtual ~backend() = default;
   virtual const char* name() const = 0;
-  virtual std::unique_ptr<kv_cache> new_cache(int capacity_tokens) = 0;
-  // Copies the keys and values of positions [0, n_tokens) of every layer from one cache to another. A
-  // position's keys and values depend only on the tokens up to it, so a sequence whose prompt starts with the
-  // same n_tokens tokens can start from the copy (the prefix cache). n_tokens must fit both caches.
-  virtual void copy_prefix(const kv_cache& from, kv_cache& to, int n_tokens) = 0;
+  virtual int kv_block_tokens() const = 0;
+  virtual size_t kv_block_bytes() const = 0;  // all layers' keys and values of one block
+  // (Re)creates the pool with n_blocks blocks, forgetting any previous contents. Throws std::bad_alloc.
+  // Pages are touched only when written, so a large pool costs address space until it fills.
+  virtual void reserve_kv_blocks(int n_blocks) = 0;
+  virtual int kv_blocks() const = 0;
+  // Copies positions [0, n_tokens) of every layer from one block to another (n_tokens <= kv_block_tokens()).
+  virtual void copy_kv_block(kv_block_id from, kv_block_id to, int n_tokens) = 0;
   // Runs all sequences' tokens through the model. logits: (rows, n_vocab), rows in batch order, one per
-  // requested position (`last`: 1, `all`: tokens.size()). Token ids must be < n_vocab, positions within
-  // each cache's capacity (the caller checks).
+  // requested position (`last`: 1, `all`: tokens.size()). Token ids must be < n_vocab and every block table
+  // must cover its positions with valid block ids (the caller checks); two sequences of one batch must not
+  // write the same block.
   virtual void forward(std::span<const batch_seq> batch, std::vector<float>& logits) = 0;
 };
 
@@ -47,7 +50,8 @@ struct kernel_table;
 std::unique_ptr<backend> make_cpu_backend(const llama_model& m, int threads, kv_type kv,
                                           const kernel_table* kernels = nullptr);
 
-// Logits of every position of `tokens` run from an empty cache: (tokens.size(), n_vocab). For golden tests.
+// Logits of every position of `tokens` run from an empty cache: (tokens.size(), n_vocab). For golden tests:
+// it uses the pool's first blocks (growing the pool if it must), so never on a backend a scheduler uses.
 std::vector<float> logits_for_sequence(backend& b, std::span<const token_id> tokens);
 
 }  // namespace sluice::engine

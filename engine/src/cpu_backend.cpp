@@ -19,23 +19,31 @@ namespace {
 constexpr int max_step_tokens = 256;  // tokens per internal chunk (bounds the scratch buffers)
 constexpr int local_prepare_tokens = 16;  // up to this many tokens, each thread prepares inputs itself
 
-class cpu_kv_cache final : public kv_cache {
+constexpr int kv_block_tokens_default = 16;  // positions per KV block (the prefix cache's granularity)
+
+// The KV pool: n_blocks blocks, each (n_layer, block_tokens, kv_dim) keys and the same of values, F16 or F32.
+// A block is contiguous, so copying one is one memcpy per tensor.
+class kv_pool {
  public:
-  cpu_kv_cache(int n_layer, int capacity, int kv_dim, bool f16)
-      : capacity_(capacity), kv_dim_(kv_dim), f16_(f16) {
-    size_t n = size_t(n_layer) * size_t(capacity) * size_t(kv_dim);
-    bytes_ = 2 * n * (f16 ? 2 : 4);
+  void reserve(int n_layer, int n_blocks, int block_tokens, int kv_dim, bool f16) {
+    k16_.reset(); v16_.reset(); k32_.reset(); v32_.reset();
+    n_blocks_ = 0;
+    n_layer_ = n_layer; block_tokens_ = block_tokens; kv_dim_ = kv_dim; f16_ = f16;
+    const size_t n = size_t(n_blocks) * block_elems();
+    // new T[] without () leaves the memory untouched: the kernel maps pages on first write.
     if (f16) { k16_.reset(new uint16_t[n]); v16_.reset(new uint16_t[n]); }
     else { k32_.reset(new float[n]); v32_.reset(new float[n]); }
+    n_blocks_ = n_blocks;
   }
-  int capacity_tokens() const override { return capacity_; }
-  size_t bytes() const override { return bytes_; }
-  size_t index(int layer, int pos) const { return (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim_); }
+  size_t block_elems() const { return size_t(n_layer_) * size_t(block_tokens_) * size_t(kv_dim_); }
+  // Element offset of (layer, slot) in block b.
+  size_t index(kv_block_id b, int layer, int slot) const {
+    return size_t(b) * block_elems() + (size_t(layer) * size_t(block_tokens_) + size_t(slot)) * size_t(kv_dim_);
+  }
 
-  int capacity_, kv_dim_;
-  bool f16_;
-  size_t bytes_ = 0;
-  // (n_layer, capacity, kv_dim) each
+  int n_blocks_ = 0, n_layer_ = 0, block_tokens_ = kv_block_tokens_default, kv_dim_ = 0;
+  bool f16_ = true;
+  // (n_blocks, n_layer, block_tokens, kv_dim) each
   std::unique_ptr<uint16_t[]> k16_, v16_;
   std::unique_ptr<float[]> k32_, v32_;
 };
@@ -43,7 +51,7 @@ class cpu_kv_cache final : public kv_cache {
 struct token_slot {
   token_id token;
   int pos;
-  cpu_kv_cache* kv;
+  const kv_block_id* blocks;  // the sequence's block table
   int logits_row;  // -1: none
 };
 
@@ -84,25 +92,30 @@ class cpu_backend final : public backend {
 
   const char* name() const override { return k_.name; }
 
-  std::unique_ptr<kv_cache> new_cache(int capacity_tokens) override {
-    return std::make_unique<cpu_kv_cache>(hp_.n_layer, capacity_tokens, hp_.kv_dim(), kv_f16_);
+  int kv_block_tokens() const override { return kv_.block_tokens_; }
+  size_t kv_block_bytes() const override {
+    return 2 * size_t(hp_.n_layer) * size_t(kv_.block_tokens_) * size_t(hp_.kv_dim()) * (kv_f16_ ? 2 : 4);
   }
+  void reserve_kv_blocks(int n_blocks) override {
+    if (n_blocks < 0) throw std::invalid_argument("reserve_kv_blocks: negative count");
+    kv_.reserve(hp_.n_layer, n_blocks, kv_block_tokens_default, hp_.kv_dim(), kv_f16_);
+  }
+  int kv_blocks() const override { return kv_.n_blocks_; }
 
-  void copy_prefix(const kv_cache& from, kv_cache& to, int n_tokens) override {
-    const auto& a = static_cast<const cpu_kv_cache&>(from);
-    auto& b = static_cast<cpu_kv_cache&>(to);
-    if (n_tokens <= 0) return;
-    if (n_tokens > a.capacity_ || n_tokens > b.capacity_ || a.f16_ != b.f16_)
-      throw std::logic_error("copy_prefix: the prefix does not fit the caches");
-    const size_t n = size_t(n_tokens) * size_t(a.kv_dim_);  // one layer's rows [0, n_tokens), contiguous
+  void copy_kv_block(kv_block_id from, kv_block_id to, int n_tokens) override {
+    if (from == to) return;
+    if (from < 0 || to < 0 || from >= kv_.n_blocks_ || to >= kv_.n_blocks_ || n_tokens < 0 ||
+        n_tokens > kv_.block_tokens_)
+      throw std::logic_error("copy_kv_block: bad block or count");
+    const size_t n = size_t(n_tokens) * size_t(kv_.kv_dim_);  // slots [0, n_tokens) of one layer, contiguous
     for (int il = 0; il < hp_.n_layer; ++il) {
-      const size_t ia = a.index(il, 0), ib = b.index(il, 0);
-      if (a.f16_) {
-        std::memcpy(&b.k16_[ib], &a.k16_[ia], n * sizeof(uint16_t));
-        std::memcpy(&b.v16_[ib], &a.v16_[ia], n * sizeof(uint16_t));
+      const size_t ia = kv_.index(from, il, 0), ib = kv_.index(to, il, 0);
+      if (kv_.f16_) {
+        std::memcpy(&kv_.k16_[ib], &kv_.k16_[ia], n * sizeof(uint16_t));
+        std::memcpy(&kv_.v16_[ib], &kv_.v16_[ia], n * sizeof(uint16_t));
       } else {
-        std::memcpy(&b.k32_[ib], &a.k32_[ia], n * sizeof(float));
-        std::memcpy(&b.v32_[ib], &a.v32_[ia], n * sizeof(float));
+        std::memcpy(&kv_.k32_[ib], &kv_.k32_[ia], n * sizeof(float));
+        std::memcpy(&kv_.v32_[ib], &kv_.v32_[ia], n * sizeof(float));
       }
     }
   }
@@ -111,12 +124,16 @@ class cpu_backend final : public backend {
     std::vector<token_slot> slots;
     int rows = 0;
     for (auto& s : batch) {
-      auto* kv = static_cast<cpu_kv_cache*>(s.kv);
       int n = int(s.tokens.size());
+      const int needed = (s.pos0 + n + kv_.block_tokens_ - 1) / kv_.block_tokens_;
+      if (s.pos0 < 0 || int(s.blocks.size()) < needed) throw std::logic_error("forward: block table too short");
+      for (int j = 0; j < needed; ++j)
+        if (s.blocks[size_t(j)] < 0 || s.blocks[size_t(j)] >= kv_.n_blocks_)
+          throw std::logic_error("forward: block id outside the pool");
       for (int i = 0; i < n; ++i) {
         int row = -1;
         if (s.want == batch_seq::logits::all || (s.want == batch_seq::logits::last && i == n - 1)) row = rows++;
-        slots.push_back({s.tokens[size_t(i)], s.pos0 + i, kv, row});
+        slots.push_back({s.tokens[size_t(i)], s.pos0 + i, s.blocks.data(), row});
       }
     }
     logits.resize(size_t(rows) * hp_.n_vocab);
@@ -288,13 +305,14 @@ class cpu_backend final : public backend {
       rope_rotate_rows(q, q0, q1, cs);
       rope_rotate_rows(k, k0, k1, cs);
       if (k1 <= k0) continue;
-      size_t at = s.kv->index(il, s.pos) + size_t(k0);
-      if (s.kv->f16_) {
-        k_.to_f16(k + k0, &s.kv->k16_[at], k1 - k0);
-        k_.to_f16(v + k0, &s.kv->v16_[at], k1 - k0);
+      const int B = kv_.block_tokens_;
+      size_t at = kv_.index(s.blocks[s.pos / B], il, s.pos % B) + size_t(k0);
+      if (kv_.f16_) {
+        k_.to_f16(k + k0, &kv_.k16_[at], k1 - k0);
+        k_.to_f16(v + k0, &kv_.v16_[at], k1 - k0);
       } else {
-        std::memcpy(&s.kv->k32_[at], k + k0, size_t(k1 - k0) * 4);
-        std::memcpy(&s.kv->v32_[at], v + k0, size_t(k1 - k0) * 4);
+        std::memcpy(&kv_.k32_[at], k + k0, size_t(k1 - k0) * 4);
+        std::memcpy(&kv_.v32_[at], v + k0, size_t(k1 - k0) * 4);
       }
     }
   }
@@ -314,13 +332,17 @@ class cpu_backend final : public backend {
       const float* q = qkv_.data() + size_t(t) * qkv_ld_ + size_t(h) * hd;
       float* out = att_.data() + size_t(t) * Q + size_t(h) * hd;
       const int n = s.pos + 1;
-      const size_t base = s.kv->index(il, 0) + size_t(g) * hd;
-      if (s.kv->f16_) {
+      const int B = kv_.block_tokens_;
+      const size_t off = size_t(g) * hd;  // this KV head's columns within a row
+      // Scores block by block (each block's rows are contiguous), softmax over all, then mix block by block.
+      if (kv_.f16_) {
         std::memcpy(qr, q, size_t(hd) * 4);
         k_.round_f16(qr, hd);
-        k_.attn_scores_f16(qr, &s.kv->k16_[base], stride, n, hd, sc);
+        for (int j0 = 0; j0 < n; j0 += B)
+          k_.attn_scores_f16(qr, &kv_.k16_[kv_.index(s.blocks[j0 / B], il, 0) + off], stride, std::min(B, n - j0), hd,
+                             sc + j0);
       } else {
-        for (int j = 0; j < n; ++j) sc[j] = k_.dot_f32(q, &s.kv->k32_[base + j * stride], hd);
+        for (int j = 0; j < n; ++j) sc[j] = k_.dot_f32(q, &kv_.k32_[kv_.index(s.blocks[j / B], il, j % B) + off], hd);
       }
       float mx = -INFINITY;
       for (int j = 0; j < n; ++j) {
@@ -334,12 +356,15 @@ class cpu_backend final : public backend {
       }
       const float inv = float(1.0 / sum);
       for (int j = 0; j < n; ++j) sc[j] *= inv;
-      if (s.kv->f16_) {
+      std::memset(out, 0, size_t(hd) * 4);
+      if (kv_.f16_) {
         k_.round_f16(sc, n);
-        k_.attn_mix_f16(sc, &s.kv->v16_[base], stride, n, hd, out);
+        for (int j0 = 0; j0 < n; j0 += B)
+          k_.attn_mix_f16(sc + j0, &kv_.v16_[kv_.index(s.blocks[j0 / B], il, 0) + off], stride, std::min(B, n - j0), hd,
+                          out);
       } else {
-        std::memset(out, 0, size_t(hd) * 4);
-        for (int j = 0; j < n; ++j) k_.axpy_f32(sc[j], &s.kv->v32_[base + j * stride], out, hd);
+        for (int j = 0; j < n; ++j)
+          k_.axpy_f32(sc[j], &kv_.v32_[kv_.index(s.blocks[j / B], il, j % B) + off], out, hd);
       }
     }
   }
@@ -349,6 +374,7 @@ class cpu_backend final : public backend {
   const kernel_table& k_;
   thread_pool pool_;
   bool kv_f16_;
+  kv_pool kv_;
   int qkv_ld_ = 0;
   std::vector<double> inv_freq_;                // (n_rot / 2)
   std::vector<float> x_;                        // (T, n_embd) residual stream
@@ -372,9 +398,13 @@ std::unique_ptr<backend> make_cpu_backend(const llama_model& m, int threads, kv_
 }
 
 std::vector<float> logits_for_sequence(backend& b, std::span<const token_id> tokens) {
-  auto kv = b.new_cache(int(tokens.size()));
+  const int bt = b.kv_block_tokens();
+  const int need = (int(tokens.size()) + bt - 1) / bt;
+  if (b.kv_blocks() < need) b.reserve_kv_blocks(need);
+  std::vector<kv_block_id> blocks(static_cast<size_t>(need));
+  for (int i = 0; i < need; ++i) blocks[size_t(i)] = i;
   batch_seq s;
-  s.kv = kv.get();
+  s.blocks = blocks;
   s.tokens = tokens;
   s.pos0 = 0;
   s.want = batch_seq::logits::all;

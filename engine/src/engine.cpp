@@ -3,10 +3,14 @@
 #include "sluice/engine/engine.h"
 
 #include <algorithm>
+#include <new>
+#include <string>
 #include <thread>
 
 #include "backend.h"
 #include "chat_template.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_plan.h"
 #include "model_loader.h"
 #include "scheduler.h"
 #include "tokenizer.h"
@@ -37,6 +41,8 @@ result<std::unique_ptr<engine>> engine::load(const load_options& opts) {
   if (opts.context_tokens < 1) return error{errc::invalid_argument, "context_tokens must be >= 1"};
   if (opts.max_sequences < 1 || opts.max_sequences > 1024)
     return error{errc::invalid_argument, "max_sequences must be in 1..1024"};
+  if (opts.step_token_budget < 1 || opts.step_token_budget > 65536)
+    return error{errc::invalid_argument, "step_token_budget must be in 1..65536"};
   auto lm = load_model_file(opts.path);
   if (!lm) return lm.error();
   auto p = std::make_unique<impl>();
@@ -68,12 +74,36 @@ result<std::unique_ptr<engine>> engine::load(const load_options& opts) {
   mi.file_bytes = p->model->file->file_bytes();
   mi.add_bos = p->tok->data().add_bos;
   int threads = opts.threads > 0 ? opts.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-  p->be = make_cpu_backend(*p->model, threads, kv_type::f16);
+  const cuda::device_choice dev =
+      cuda::choose_device(opts.device, opts.device == "cpu" ? std::string() : cuda::why_not_available());
+  if (!dev.error.empty()) return error{errc::invalid_argument, dev.error};
+  mi.device_note = dev.note;
+  if (dev.use_cuda) {
+    try {
+      p->be = cuda::make_backend(*p->model);
+      mi.device = "cuda";
+    } catch (const std::exception& e) {
+      return named(error{errc::invalid_argument, std::string("the CUDA backend could not start: ") + e.what()});
+    }
+  } else {
+    p->be = make_cpu_backend(*p->model, threads, kv_type::f16);
+  }
   scheduler_options so;
   so.max_sequences = opts.max_sequences;
   so.context_tokens = mi.context_tokens;
-  so.prefix_cache_bytes = opts.prefix_cache_bytes;
-  p->sched = std::make_unique<scheduler>(*p->be, *p->tok, so);
+  so.kv_cache_bytes = opts.kv_cache_bytes;
+  so.prefix_cache = opts.prefix_cache;
+  so.step_token_budget = opts.step_token_budget;
+  if (opts.kv_cache_bytes < p->be->kv_block_bytes())
+    return error{errc::invalid_argument, "kv_cache_bytes (" + std::to_string(opts.kv_cache_bytes) +
+                                             ") holds no KV block; one block of this model takes " +
+                                             std::to_string(p->be->kv_block_bytes()) + " bytes"};
+  try {
+    p->sched = std::make_unique<scheduler>(*p->be, *p->tok, so);
+  } catch (const std::bad_alloc&) {
+    return error{errc::invalid_argument,
+                 "out of memory for a KV cache of " + std::to_string(opts.kv_cache_bytes >> 20) + " MiB"};
+  }
   return std::unique_ptr<engine>(new engine(std::move(p)));
 }
 

@@ -57,7 +57,8 @@ struct kernel_table {
   void (*to_f16)(const float* x, uint16_t* y, int n);  // round to nearest even (KV cache writes)
   void (*round_f16)(float* x, int n);                   // x = float(half(x)), in place
   // Attention over n cached positions of one KV head, rows of hd halves `stride` elements apart:
-  // scores[j] = dot(q, k_j); out = sum_j p[j] * v_j.
+  // scores[j] = dot(q, k_j); out += sum_j p[j] * v_j (accumulates: the caller zeroes out, then calls once per
+  // KV block, and gets the same bits as one call over all rows).
   void (*attn_scores_f16)(const float* q, const uint16_t* k, size_t stride, int n, int hd, float* scores);
   void (*attn_mix_f16)(const float* p, const uint16_t* v, size_t stride, int n, int hd, float* out);
   void (*silu_mul)(float* g, const float* u, int n);  // g = silu(g) * u (SwiGLU)

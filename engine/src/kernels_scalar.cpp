@@ -111,7 +111,6 @@ void attn_scores_f16_scalar(const float* q, const uint16_t* k, size_t stride, in
 }
 
 void attn_mix_f16_scalar(const float* p, const uint16_t* v, size_t stride, int n, int hd, float* out) {
-  for (int i = 0; i < hd; ++i) out[i] = 0.0f;
   for (int j = 0; j < n; ++j) axpy_f16_scalar(p[j], v + size_t(j) * stride, out, hd);
 }
 

@@ -28,7 +28,8 @@ bool same_backend(const policies::model_config& a, const policies::model_config&
     case policies::model_kind::local:
       return a.local.gguf_path == b.local.gguf_path && a.local.chat_template == b.local.chat_template &&
              a.local.threads == b.local.threads && a.local.context_tokens == b.local.context_tokens &&
-             a.local.max_sequences == b.local.max_sequences && a.local.prefix_cache_mib == b.local.prefix_cache_mib;
+             a.local.max_sequences == b.local.max_sequences && a.local.kv_cache_mib == b.local.kv_cache_mib &&
+             a.local.prefix_cache == b.local.prefix_cache && a.local.step_token_budget == b.local.step_token_budget;
     case policies::model_kind::task:
       return false;  // (a task model file may have been rewritten by sluice distill: always reloaded)
     default:
@@ -73,7 +74,7 @@ router::result<std::shared_ptr<const serving_config>> build_serving_config(
       made = make_openai_backend(b.io, m, uopts);
     } else if (m.kind == policies::model_kind::local) {
       log_line(log_level::info, "loading local model '%s' from %s", m.name.c_str(), m.local.gguf_path.c_str());
-      made = make_local_backend(m);
+      made = make_local_backend(m, b.metrics);
     } else if (m.kind == policies::model_kind::task) {
       made = make_task_backend(m);
     } else {

@@ -40,12 +40,14 @@ constexpr std::string_view remote_model_keys[] = {"kind",          "base_url",  
                                                   "retries",       "circuit_breaker",  "fallbacks"};
 constexpr std::string_view local_model_keys[] = {"kind",          "gguf",          "chat_template", "threads",
                                                  "context_tokens", "max_sequences", "timeout_ms",   "cost_per_mtok",
-                                                 "prefix_cache_mib", "cost_per_request", "fallbacks"};
+                                                 "kv_cache_mib",  "prefix_cache",  "step_token_budget", "device",
+                                                 "cost_per_request", "fallbacks"};
 constexpr std::string_view task_model_keys[] = {"kind", "task_model", "cost_per_request", "cost_per_mtok", "fallbacks"};
 constexpr std::string_view all_model_keys[] = {"kind",          "base_url", "model",          "api_key_env",
                                                "timeout_ms",    "cost_per_mtok", "gguf",       "chat_template",
                                                "threads",       "context_tokens", "max_sequences", "tls_ca_file",
-                                               "prefix_cache_mib", "task_model", "cost_per_request",
+                                               "kv_cache_mib", "prefix_cache", "step_token_budget", "device",
+                                               "task_model", "cost_per_request",
                                                "retries",       "circuit_breaker", "fallbacks"};
 constexpr std::string_view retry_keys[] = {"max", "base_ms", "max_ms"};
 constexpr std::string_view breaker_keys[] = {"failures", "open_ms", "failure_ratio", "window"};
@@ -251,6 +253,11 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
       auto s = detail::read_string(sink, f);
       if (s && s->empty()) sink.add(f.value_mark(), "'gguf' must be a path to a .gguf file");
       else if (s) m.local.gguf_path = detail::resolve_path(*s, base_dir);
+    } else if (f.key == "device") {
+      auto d = detail::read_string(sink, f);
+      if (d && *d != "cpu" && *d != "cuda" && *d != "auto")
+        sink.add(f.value_mark(), "'device' must be cpu, cuda or auto, got " + in_quotes(*d));
+      else if (d) m.local.device = *d;
     } else if (f.key == "chat_template") {
       auto s = detail::read_string(sink, f);
       if (s && !contains(chat_templates, *s)) {
@@ -265,8 +272,12 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
       if (auto v = detail::read_int(sink, f, 16, 1 << 20)) m.local.context_tokens = static_cast<int>(*v);
     } else if (f.key == "max_sequences") {
       if (auto v = detail::read_int(sink, f, 1, 1024)) m.local.max_sequences = static_cast<int>(*v);
-    } else if (f.key == "prefix_cache_mib") {
-      if (auto v = detail::read_int(sink, f, 0, 1 << 20)) m.local.prefix_cache_mib = static_cast<int>(*v);
+    } else if (f.key == "kv_cache_mib") {
+      if (auto v = detail::read_int(sink, f, 1, 1 << 20)) m.local.kv_cache_mib = static_cast<int>(*v);
+    } else if (f.key == "prefix_cache") {
+      if (auto v = detail::read_bool(sink, f)) m.local.prefix_cache = *v;
+    } else if (f.key == "step_token_budget") {
+      if (auto v = detail::read_int(sink, f, 1, 65536)) m.local.step_token_budget = static_cast<int>(*v);
     } else if (f.key == "task_model") {
       saw_task_model = true;
       auto s = detail::read_string(sink, f);

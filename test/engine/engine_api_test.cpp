@@ -3,6 +3,7 @@
 // overflow, argument validation, stats, and shutdown with sequences still running.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -222,42 +223,185 @@ TEST_CASE("engine: tokenize, detokenize and the chat template go through the mod
   CHECK_FALSE(e->apply_chat_template(bad, true).has_value());
 }
 
-TEST_CASE("engine: a prompt sharing a prefix with an earlier one reuses its KV and answers the same", "[engine_api][prefix]") {
-  std::vector<token_id> shared;
-  for (int i = 0; i < 40; ++i) shared.push_back(token_id(30 + (i * 7) % 200));
-  std::vector<token_id> p1 = shared, p2 = shared;
-  p1.insert(p1.end(), {5, 6, 7});
-  p2.insert(p2.end(), {9, 8});
-
-  // Reference: the same prompts on an engine without the prefix cache.
+namespace {
+load_options tiny_options(int max_sequences = 8, int context = 256) {
   load_options lo;
   lo.path = sluice::engine::test::source_dir() + "/test/engine/data/tiny-q4_1.gguf";
   lo.threads = 2;
-  lo.context_tokens = 128;
-  lo.prefix_cache_bytes = 0;
-  auto plain = engine::load(lo);
-  REQUIRE(plain.has_value());
-  auto ref2 = std::make_shared<recorder>();
-  REQUIRE((*plain)->submit(p2, greedy(16), ref2).has_value());
-  ref2->wait();
-  CHECK(ref2->info.tokens_cached == 0);
+  lo.context_tokens = context;
+  lo.max_sequences = max_sequences;
+  return lo;
+}
 
-  auto e = load_tiny();
-  auto r1 = std::make_shared<recorder>();
-  REQUIRE(e->submit(p1, greedy(16), r1).has_value());
-  r1->wait();
-  CHECK(r1->info.tokens_cached == 0);
-  auto r2 = std::make_shared<recorder>();
-  REQUIRE(e->submit(p2, greedy(16), r2).has_value());
-  r2->wait();
-  CHECK(r2->info.tokens_cached == 40);  // the shared prefix; the rest is computed
-  CHECK(r2->tokens == ref2->tokens);
-  CHECK(e->get_stats().tokens_prefix_cached == 40);
+std::unique_ptr<engine> load_with(const load_options& lo) {
+  auto e = engine::load(lo);
+  REQUIRE(e.has_value());
+  return std::move(*e);
+}
 
-  // The same prompt again: everything but the last prompt token comes from the cache.
-  auto r3 = std::make_shared<recorder>();
-  REQUIRE(e->submit(p2, greedy(16), r3).has_value());
-  r3->wait();
-  CHECK(r3->info.tokens_cached == int(p2.size()) - 1);
-  CHECK(r3->tokens == ref2->tokens);
+std::vector<token_id> tokens_from(int n, int seed) {
+  std::vector<token_id> t;
+  for (int i = 0; i < n; ++i) t.push_back(token_id(30 + (i * 7 + seed * 13) % 200));
+  return t;
+}
+
+std::vector<token_id> concat(std::vector<token_id> a, const std::vector<token_id>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Greedy output of each prompt on an engine without the prefix cache, one at a time.
+std::vector<std::vector<token_id>> reference(const std::vector<std::vector<token_id>>& prompts, int n) {
+  auto lo = tiny_options();
+  lo.prefix_cache = false;
+  auto e = load_with(lo);
+  std::vector<std::vector<token_id>> out;
+  for (auto& p : prompts) {
+    auto r = std::make_shared<recorder>();
+    REQUIRE(e->submit(p, greedy(n), r).has_value());
+    r->wait();
+    CHECK(r->info.tokens_cached == 0);
+    out.push_back(r->tokens);
+  }
+  CHECK(e->get_stats().tokens_prefix_cached == 0);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("engine: shared, partly shared and unshared prefixes answer as without the cache", "[engine_api][prefix]") {
+  const auto shared = tokens_from(40, 1);
+  const std::vector<std::vector<token_id>> prompts = {
+      concat(shared, {5, 6, 7}),            // first: computes everything
+      concat(shared, {9, 8}),               // shares 40 tokens: 2 whole blocks of 16 are read
+      concat(tokens_from(20, 1), {3, 3}),   // shares 20 tokens (diverges inside the second block): 1 block
+      tokens_from(50, 2),                   // unshared
+      concat(shared, {9, 8}),               // same as the second: everything but the last token's block
+  };
+  const auto ref = reference(prompts, 16);
+  auto e = load_with(tiny_options());
+  const int bt = e->get_stats().kv_block_tokens;
+  REQUIRE(bt == 16);
+  const int expect_cached[] = {0, 32, 16, 0, 32};
+  uint64_t total = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto r = std::make_shared<recorder>();
+    REQUIRE(e->submit(prompts[i], greedy(16), r).has_value());
+    r->wait();
+    INFO("prompt " << i);
+    CHECK(r->info.tokens_cached == expect_cached[i]);
+    CHECK(r->info.tokens_prompt == int(prompts[i].size()));
+    CHECK(r->tokens == ref[i]);
+    total += uint64_t(expect_cached[i]);
+  }
+  auto st = e->get_stats();
+  CHECK(st.tokens_prefix_cached == total);
+  CHECK(st.kv_blocks_cached > 0);
+  CHECK(st.kv_blocks_used == st.kv_blocks_cached);  // nothing running: only the cache holds blocks
+}
+
+TEST_CASE("engine: concurrent sequences sharing a prefix compute it once and answer as alone", "[engine_api][prefix]") {
+  const auto shared = tokens_from(100, 3);
+  std::vector<std::vector<token_id>> prompts;
+  for (int i = 0; i < 8; ++i) prompts.push_back(concat(shared, {token_id(40 + i), token_id(50 + i), 7}));
+  const auto ref = reference(prompts, 12);
+  auto e = load_with(tiny_options(8));
+  std::vector<std::shared_ptr<recorder>> rs;
+  for (auto& p : prompts) {
+    rs.push_back(std::make_shared<recorder>());
+    REQUIRE(e->submit(p, greedy(12), rs.back()).has_value());
+  }
+  int computed_prefix = 0;
+  for (size_t i = 0; i < rs.size(); ++i) {
+    rs[i]->wait();
+    INFO("sequence " << i);
+    CHECK(rs[i]->tokens == ref[i]);
+    if (rs[i]->info.tokens_cached == 0) ++computed_prefix;
+    else CHECK(rs[i]->info.tokens_cached == 96);  // the 6 whole blocks of the shared 100 tokens
+  }
+  CHECK(computed_prefix == 1);  // the others waited for it and read it
+  CHECK(e->get_stats().tokens_prefix_cached == 7 * 96);
+}
+
+TEST_CASE("engine: a flood of distinct prompts evicts within the KV budget", "[engine_api][prefix]") {
+  auto probe = load_with(tiny_options());
+  const auto st0 = probe->get_stats();
+  const size_t block_bytes = (size_t(256) << 20) / size_t(st0.kv_blocks_total);
+  probe.reset();
+  auto lo = tiny_options(2);
+  lo.kv_cache_bytes = block_bytes * 12;  // two running sequences of 5 blocks, little room to cache
+  auto e = load_with(lo);
+  REQUIRE(e->get_stats().kv_blocks_total == 12);
+  std::vector<std::vector<token_id>> prompts;
+  for (int i = 0; i < 12; ++i) prompts.push_back(tokens_from(70, 10 + i));
+  const auto ref = reference({prompts[0], prompts[11]}, 8);
+  std::vector<std::shared_ptr<recorder>> rs;
+  for (auto& p : prompts) {
+    rs.push_back(std::make_shared<recorder>());
+    REQUIRE(e->submit(p, greedy(8), rs.back()).has_value());
+  }
+  for (auto& r : rs) {
+    r->wait();
+    CHECK(r->info.reason == finish_reason::length);
+  }
+  CHECK(rs[0]->tokens == ref[0]);
+  CHECK(rs[11]->tokens == ref[1]);
+  auto st = e->get_stats();
+  CHECK(st.kv_blocks_used <= 12);
+  CHECK(st.kv_blocks_evicted > 0);
+  // The most recent prompt is still cached; the first was evicted and is computed again, the same.
+  auto again = std::make_shared<recorder>();
+  REQUIRE(e->submit(prompts[11], greedy(8), again).has_value());
+  again->wait();
+  CHECK(again->info.tokens_cached == 64);
+  CHECK(again->tokens == ref[1]);
+  auto first = std::make_shared<recorder>();
+  REQUIRE(e->submit(prompts[0], greedy(8), first).has_value());
+  first->wait();
+  CHECK(first->info.tokens_cached == 0);
+  CHECK(first->tokens == ref[0]);
+  // A sequence the whole pool cannot hold is refused with a clear error, not queued forever.
+  auto huge = e->submit(tokens_from(200, 4), greedy(50), std::make_shared<recorder>());  // 16 blocks
+  REQUIRE_FALSE(huge.has_value());
+  CHECK(huge.error().code == errc::context_overflow);
+  CHECK(huge.error().message.find("KV") != std::string::npos);
+  // A KV cache too small for one block is a load error.
+  auto lo2 = tiny_options();
+  lo2.kv_cache_bytes = 1;
+  auto bad = engine::load(lo2);
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error().code == errc::invalid_argument);
+}
+
+namespace {
+// Counts a running stream's tokens as they come.
+class counter final : public sequence_observer {
+ public:
+  void on_token(const token_event&) override { ++tokens; }
+  void on_finish(const finish_info&) override { done = true; }
+  std::atomic<int> tokens{0};
+  std::atomic<bool> done{false};
+};
+}  // namespace
+
+TEST_CASE("engine: a long prompt is prefilled in chunks while running streams keep decoding", "[engine_api][chunked]") {
+  auto lo = tiny_options(4);
+  lo.step_token_budget = 32;
+  lo.prefix_cache = false;
+  auto e = load_with(lo);
+  auto stream = std::make_shared<counter>();
+  auto id = e->submit(prompt_a, greedy(48), stream);
+  REQUIRE(id.has_value());
+  while (stream->tokens.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // 200 prompt tokens, at most 32 tokens per step (31 beside the stream's one): at least 7 steps, each of
+  // which also gives the stream a token.
+  const uint64_t prefilled0 = e->get_stats().tokens_prefilled;
+  const int before = stream->tokens.load();
+  auto longp = std::make_shared<recorder>();
+  REQUIRE(e->submit(tokens_from(200, 5), greedy(1), longp).has_value());
+  longp->wait();
+  const int during = stream->tokens.load() - before;
+  CHECK(e->get_stats().tokens_prefilled - prefilled0 == 200);
+  INFO("stream tokens " << stream->tokens.load() << " during " << during);
+  CHECK(during >= 6);
+  e->cancel(*id);
 }

@@ -157,6 +157,11 @@ TEST_CASE("kernels: attention score and mix kernels equal the scalar ones", "[ke
     simd->attn_mix_f16(p.data(), kv.data() + hd, stride, n, hd, o1.data());
     scalar_kernels().attn_mix_f16(p.data(), kv.data() + hd, stride, n, hd, o2.data());
     for (int i = 0; i < hd; ++i) CHECK(o1[size_t(i)] == Approx(o2[size_t(i)]).epsilon(1e-4).margin(1e-4));
+    // Paged KV mixes block by block into the same output: the bits must equal one call over all rows.
+    std::vector<float> o3(hds, 0.0f);
+    simd->attn_mix_f16(p.data(), kv.data() + hd, stride, 16, hd, o3.data());
+    simd->attn_mix_f16(p.data() + 16, kv.data() + hd + 16 * stride, stride, n - 16, hd, o3.data());
+    CHECK(o3 == o1);
   }
   std::vector<float> r1 = {0.1f, 1.0f / 3.0f, 1e-8f, 70000.0f, -2.5f, 3.14159f, 0.0f, 1e5f, 0.2f};
   std::vector<float> r2 = r1;

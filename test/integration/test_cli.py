@@ -59,6 +59,22 @@ def test_generate_streams_text_and_reports_speed():
     assert "tok/s" in r.stderr
 
 
+def test_generate_device_choice():
+    # auto: the GPU where the CUDA backend can run, else the CPU with a line saying why.
+    r = run("generate", "--model", MODEL, "--prompt", "Hi", "--max-tokens", "2", "--device", "auto")
+    assert r.returncode == 0, r.stderr
+    assert "device auto: " in r.stderr
+    # cuda: refused with the reason where there is no usable GPU (or no CUDA in the build).
+    r = run("generate", "--model", MODEL, "--prompt", "Hi", "--max-tokens", "2", "--device", "cuda")
+    if "device auto: running on the CPU" in run("generate", "--model", MODEL, "--prompt", "Hi", "--max-tokens", "1",
+                                                 "--device", "auto").stderr:
+        assert r.returncode == 1 and "device cuda was asked for, but" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+    r = run("generate", "--model", MODEL, "--prompt", "Hi", "--device", "tpu")
+    assert r.returncode == 2 and "bad value 'tpu' for --device" in r.stderr
+
+
 def test_generate_rejects_missing_truncated_and_hostile_files(tmp_path):
     missing = run("generate", "--model", str(tmp_path / "nope.gguf"), "--prompt", "x")
     assert missing.returncode != 0 and "nope.gguf" in missing.stderr

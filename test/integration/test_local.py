@@ -173,7 +173,7 @@ models:
 
 
 def test_repeated_prefix_is_served_from_the_prefix_cache(local):
-    # A long shared system prompt: the second request copies its KV instead of recomputing it.
+    # A long shared system prompt: the second request reads its KV blocks instead of recomputing them.
     system = "You are a terse assistant. " * 30
     def ask(question):
         body = {"model": "small", "temperature": 0, "max_tokens": 4,
@@ -188,6 +188,8 @@ def test_repeated_prefix_is_served_from_the_prefix_cache(local):
     cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert cached >= 150, second["usage"]  # the system prompt (about 180 tokens) came from the cache
     assert cached < prompt_tokens
-    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == prompt_tokens - 1
+    # All but the last prompt token's 16-token block (that token is always computed: it gives the first output).
+    again_cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert prompt_tokens - 16 <= again_cached <= prompt_tokens - 1 and again_cached % 16 == 0
     assert again["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
     assert first["usage"]["prompt_tokens_details"]["cached_tokens"] < prompt_tokens

@@ -122,6 +122,15 @@ models:
   CHECK(p->find_model("nope") == nullptr);
 }
 
+TEST_CASE("a local model's device is cpu, cuda or auto", "[policy]") {
+  auto p = load_ok(std::string(minimal) + "    device: auto\n");
+  CHECK(p->find_model("m")->local.device == "auto");
+  CHECK(load_ok(std::string(minimal))->find_model("m")->local.device == "cpu");
+  auto e = errors_of(std::string(minimal) + "    device: tpu\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].find("'device' must be cpu, cuda or auto, got 'tpu'") != std::string::npos);
+}
+
 TEST_CASE("defaults fill everything the YAML leaves out", "[policy]") {
   auto p = load_ok(std::string(minimal) + "  o:\n    kind: openai\n    base_url: http://localhost\n"
                                           "    cost_per_mtok: {input: 0.4}\n");

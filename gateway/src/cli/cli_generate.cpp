@@ -23,7 +23,7 @@ namespace eng = sluice::engine;
 constexpr const char* usage =
     "usage: sluice generate --model FILE --prompt TEXT [--chat] [--system TEXT] [--max-tokens N]\n"
     "                       [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
-    "                       [--threads N] [--context N] [--stop STR]...\n";
+    "                       [--threads N] [--context N] [--stop STR]... [--device cpu|cuda|auto]\n";
 
 template <class T>
 bool parse_number(std::string_view s, T& out) {
@@ -76,6 +76,7 @@ int run_generate(int argc, char** argv) {
   eng::sampling_params sp;
   sp.max_tokens = 128;
   int threads = 0, context = 2048;
+  std::string device = "cpu";
   auto fail = [](const std::string& msg) {
     std::fprintf(stderr, "sluice generate: %s\n%s", msg.c_str(), usage);
     return 2;
@@ -105,6 +106,7 @@ int run_generate(int argc, char** argv) {
     else if (a == "--threads") ok = parse_number(v, threads) && threads >= 1 && threads <= 256;
     else if (a == "--context") ok = parse_number(v, context) && context >= 1;
     else if (a == "--stop") { ok = !v.empty(); sp.stop.emplace_back(v); }
+    else if (a == "--device") { ok = v == "cpu" || v == "cuda" || v == "auto"; device = v; }
     else return fail("unknown flag '" + std::string(a) + "'");
     if (!ok) return fail("bad value '" + std::string(v) + "' for " + std::string(a));
   }
@@ -117,12 +119,14 @@ int run_generate(int argc, char** argv) {
   lo.threads = threads;
   lo.context_tokens = context;
   lo.max_sequences = 1;
+  lo.device = device;
   auto e = eng::engine::load(lo);
   if (!e) {
     std::fprintf(stderr, "sluice generate: cannot load model: %s\n", e.error().message.c_str());
     return 1;
   }
   eng::engine& en = **e;
+  if (!en.info().device_note.empty()) std::fprintf(stderr, "sluice generate: %s\n", en.info().device_note.c_str());
   std::vector<eng::token_id> tokens;
   if (chat) {
     std::vector<eng::chat_message> msgs;

@@ -2,9 +2,11 @@
 #include "local/local_backend.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <mutex>
 
 #include "local/model_identity.h"
+#include "ops/gateway_metrics.h"
 #include "sluice/engine/engine.h"
 
 namespace sluice::gateway {
@@ -18,11 +20,49 @@ router::finish_reason map_finish(engine::finish_reason r) {
   return r == engine::finish_reason::length ? router::finish_reason::length : router::finish_reason::stop;
 }
 
+// Records a local model's prompt-token sources and KV cache state in the gateway's metrics; called on the
+// engine thread as each request finishes (the engine's stats are a copy taken under its lock). Cancelled
+// sequences are skipped: the engine's destructor finishes its sequences as cancelled while its scheduler is
+// being torn down, when stats cannot be read (and a shared_ptr taken there could destroy the engine on its
+// own thread).
+class engine_metrics_recorder {
+ public:
+  engine_metrics_recorder(std::shared_ptr<gateway_metrics> m, const std::string& model, const engine::engine& eng)
+      : metrics_(std::move(m)), model_(metrics_->model_label(model)), engine_(eng) {}
+
+  void record(const engine::finish_info& info) {
+    if (info.reason == engine::finish_reason::cancelled) return;
+    const engine::engine& eng = engine_;
+    metrics_->engine_prompt_tokens_total.with({model_, "cached"}).inc(info.tokens_cached);
+    metrics_->engine_prompt_tokens_total.with({model_, "computed"}).inc(info.tokens_prompt - info.tokens_cached);
+    const engine::stats st = eng.get_stats();
+    metrics_->engine_kv_cache_blocks.with({model_, "total"}).set(st.kv_blocks_total);
+    metrics_->engine_kv_cache_blocks.with({model_, "used"}).set(st.kv_blocks_used);
+    metrics_->engine_kv_cache_blocks.with({model_, "cached"}).set(st.kv_blocks_cached);
+    std::lock_guard lock(mutex_);
+    if (st.kv_blocks_evicted > evicted_seen_) {
+      metrics_->engine_kv_cache_evicted_blocks_total.with({model_}).inc(double(st.kv_blocks_evicted - evicted_seen_));
+      evicted_seen_ = st.kv_blocks_evicted;
+    }
+  }
+
+ private:
+  std::shared_ptr<gateway_metrics> metrics_;
+  std::string model_;
+  const engine::engine& engine_;  // outlives every sequence it observes
+  std::mutex mutex_;
+  uint64_t evicted_seen_ = 0;  // the engine's count is cumulative; the counter gets the difference
+};
+
 class local_generation final : public router::generation, public engine::sequence_observer {
  public:
   local_generation(std::weak_ptr<engine::engine> eng, std::shared_ptr<router::generation_sink> sink, bool logprobs,
-                   std::string model_name)
-      : engine_(std::move(eng)), sink_(std::move(sink)), logprobs_(logprobs), model_name_(std::move(model_name)) {}
+                   std::string model_name, std::shared_ptr<engine_metrics_recorder> recorder)
+      : engine_(std::move(eng)),
+        sink_(std::move(sink)),
+        logprobs_(logprobs),
+        model_name_(std::move(model_name)),
+        recorder_(std::move(recorder)) {}
 
   void set_id(engine::sequence_id id) {
     std::lock_guard lock(mutex_);
@@ -53,6 +93,7 @@ class local_generation final : public router::generation, public engine::sequenc
   }
 
   void on_finish(const engine::finish_info& info) override {
+    if (recorder_) recorder_->record(info);
     if (info.reason == engine::finish_reason::cancelled) {
       sink_->on_done(error{errc::cancelled, "The client cancelled the request."});
       return;
@@ -82,6 +123,7 @@ class local_generation final : public router::generation, public engine::sequenc
   std::shared_ptr<router::generation_sink> sink_;
   bool logprobs_;
   std::string model_name_;
+  std::shared_ptr<engine_metrics_recorder> recorder_;
   router::completion acc_;
   std::mutex mutex_;
   std::optional<engine::sequence_id> id_;
@@ -90,8 +132,9 @@ class local_generation final : public router::generation, public engine::sequenc
 
 class local_backend final : public router::backend {
  public:
-  local_backend(std::unique_ptr<engine::engine> eng, std::string identity)
-      : engine_(std::move(eng)), identity_(std::move(identity)) {}
+  local_backend(std::unique_ptr<engine::engine> eng, std::string identity,
+                std::shared_ptr<engine_metrics_recorder> recorder)
+      : engine_(std::move(eng)), identity_(std::move(identity)), recorder_(std::move(recorder)) {}
 
   std::string identity() const override { return identity_; }
 
@@ -151,7 +194,7 @@ class local_backend final : public router::backend {
     p.logprobs = req->logprobs;
     p.top_logprobs = req->top_logprobs;
 
-    auto gen = std::make_shared<local_generation>(engine_, std::move(sink), req->logprobs, model.name);
+    auto gen = std::make_shared<local_generation>(engine_, std::move(sink), req->logprobs, model.name, recorder_);
     auto id = engine_->submit(std::move(prompt), p, gen);
     if (!id) {
       const errc code = id.error().code == engine::errc::overloaded         ? errc::overloaded
@@ -166,23 +209,32 @@ class local_backend final : public router::backend {
  private:
   std::shared_ptr<engine::engine> engine_;
   std::string identity_;  // "sha256:..." of the GGUF
+  std::shared_ptr<engine_metrics_recorder> recorder_;
 };
 
 }  // namespace
 
-router::result<std::shared_ptr<router::backend>> make_local_backend(const policies::model_config& model) {
+router::result<std::shared_ptr<router::backend>> make_local_backend(const policies::model_config& model,
+                                                                    std::shared_ptr<gateway_metrics> metrics) {
   engine::load_options o;
   o.path = model.local.gguf_path;
   o.threads = model.local.threads;
   o.context_tokens = model.local.context_tokens;
   o.max_sequences = model.local.max_sequences;
   o.chat_template = model.local.chat_template;
-  o.prefix_cache_bytes = size_t(model.local.prefix_cache_mib) << 20;
+  o.kv_cache_bytes = size_t(model.local.kv_cache_mib) << 20;
+  o.prefix_cache = model.local.prefix_cache;
+  o.step_token_budget = model.local.step_token_budget;
+  o.device = model.local.device;
   auto eng = engine::engine::load(o);
   if (!eng) return error{errc::internal, eng.error().message};
+  if (!(*eng)->info().device_note.empty())
+    std::fprintf(stderr, "sluice: local model '%s': %s\n", model.name.c_str(), (*eng)->info().device_note.c_str());
   auto id = gguf_identity(model.local.gguf_path);  // what an acceptance model trained on its answers must match
   if (!id) return id.error();
-  return std::shared_ptr<router::backend>(std::make_shared<local_backend>(std::move(*eng), std::move(*id)));
+  auto recorder = metrics ? std::make_shared<engine_metrics_recorder>(std::move(metrics), model.name, **eng) : nullptr;
+  return std::shared_ptr<router::backend>(
+      std::make_shared<local_backend>(std::move(*eng), std::move(*id), std::move(recorder)));
 }
 
 }  // namespace sluice::gateway

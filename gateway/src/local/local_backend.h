@@ -10,7 +10,11 @@
 
 namespace sluice::gateway {
 
-// Loads the model's GGUF (kind local) and starts its engine threads.
-router::result<std::shared_ptr<router::backend>> make_local_backend(const policies::model_config& model);
+class gateway_metrics;
+
+// Loads the model's GGUF (kind local) and starts its engine threads. With `metrics`, the engine's prompt-token
+// sources and KV cache state are recorded under the model's name as each request finishes.
+router::result<std::shared_ptr<router::backend>> make_local_backend(const policies::model_config& model,
+                                                                    std::shared_ptr<gateway_metrics> metrics = nullptr);
 
 }  // namespace sluice::gateway

@@ -151,6 +151,19 @@ gateway_metrics::gateway_metrics(std::span<const std::string> model_names, std::
       circuit_open(registry_.add_gauge(
           "sluice_circuit_open", "1 while a model's circuit breaker is open (requests fail fast or fall back).",
           {"model"})),
+      engine_prompt_tokens_total(registry_.add_counter(
+          "sluice_engine_prompt_tokens_total",
+          "Prompt tokens of local models by source: cached (read from the prefix cache) or computed.",
+          {"model", "source"})),
+      engine_kv_cache_blocks(registry_.add_gauge(
+          "sluice_engine_kv_cache_blocks",
+          "KV cache blocks of a local model: total (the pool), used (held by requests or the prefix cache), cached "
+          "(held by the prefix cache).",
+          {"model", "state"})),
+      engine_kv_cache_evicted_blocks_total(registry_.add_counter(
+          "sluice_engine_kv_cache_evicted_blocks_total",
+          "Prefix-cache blocks of a local model evicted (least recently used first) to make room for requests.",
+          {"model"})),
       policy_reloads_total(registry_.add_counter(
           "sluice_policy_reloads_total",
           "Policy reloads (SIGHUP, POST /admin/reload), by result: ok, invalid (the file has errors), refused "

@@ -116,6 +116,10 @@ class gateway_metrics {
   counter_family& upstream_retries_total;    // {model}
   counter_family& fallbacks_total;           // {model, to}
   gauge_family& circuit_open;                // {model}
+  // The local engine's KV cache and prefix cache (set by the local backend as each of its requests finishes).
+  counter_family& engine_prompt_tokens_total;   // {model, source}: source = cached | computed
+  gauge_family& engine_kv_cache_blocks;         // {model, state}: state = total | used | cached
+  counter_family& engine_kv_cache_evicted_blocks_total;  // {model}
   counter_family& policy_reloads_total;      // {result}: ok | invalid | refused
   gauge_family& build_info;                  // {version}, always 1
   gauge& connections_open;

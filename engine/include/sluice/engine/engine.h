@@ -44,8 +44,17 @@ struct load_options {
   int context_tokens = 2048;  // per-sequence context (capped at the model's trained context)
   int max_sequences = 8;      // sequences decoded together
   std::string chat_template;  // "" = detect from tokenizer.chat_template; else "chatml" or "llama3"
-  // KV of finished sequences kept so that prompts sharing a prefix with them skip recomputing it; 0 = off.
-  size_t prefix_cache_bytes = 64u << 20;
+  // The KV cache: one pool of fixed-size blocks shared by running sequences and the prefix cache (blocks of
+  // finished and running sequences that later prompts starting with the same tokens read instead of
+  // recomputing). Allocated at load (address space; pages are touched as they fill).
+  size_t kv_cache_bytes = 256u << 20;
+  bool prefix_cache = true;   // false: every prompt is computed in full
+  // Tokens per step while streams are decoding (their tokens included): a long prompt is prefilled in
+  // chunks of about this size between decode steps, which bounds the gap between a stream's tokens.
+  int step_token_budget = 32;
+  // Where the model runs: "cpu", "cuda" (an NVIDIA GPU; an error when this build or machine has none) or
+  // "auto" (the GPU when there is one, else the CPU, saying why in model_info::device_note).
+  std::string device = "cpu";
 };
 
 struct model_info {
@@ -57,6 +66,8 @@ struct model_info {
   bool add_bos = false;    // the model expects BOS before a raw (non-chat) prompt: tokenize(text, add_bos)
   uint64_t n_params = 0;
   uint64_t file_bytes = 0;
+  std::string device = "cpu";  // the backend in use: "cpu" or "cuda"
+  std::string device_note;     // why "auto" chose what it chose ("" otherwise)
 };
 
 struct chat_message {
@@ -116,8 +127,13 @@ struct stats {
   int sequences_queued = 0;
   uint64_t tokens_prefilled = 0;
   uint64_t tokens_decoded = 0;
-  uint64_t tokens_prefix_cached = 0;
-  double kv_cache_used_fraction = 0.0;
+  uint64_t tokens_prefix_cached = 0;  // prompt tokens read from the prefix cache instead of computed
+  double kv_cache_used_fraction = 0.0;  // kv_blocks_used / kv_blocks_total
+  int kv_block_tokens = 0;              // positions per block
+  int kv_blocks_total = 0;              // the pool
+  int kv_blocks_used = 0;               // held by sequences or the prefix cache
+  int kv_blocks_cached = 0;             // held by the prefix cache (some also read by running sequences)
+  uint64_t kv_blocks_evicted = 0;       // prefix-cache blocks freed for new sequences, since load
 };
 
 class engine {

@@ -73,7 +73,11 @@ struct local_model_config {
   int threads = 0;            // compute threads; 0 = one per core
   int context_tokens = 2048;  // per-sequence context length
   int max_sequences = 8;      // sequences decoded together (continuous batching)
-  int prefix_cache_mib = 64;  // KV of finished sequences kept for prompts that share their prefix; 0 = off
+  // The KV cache: one pool of blocks shared by running sequences and the prefix cache (docs/engine.md).
+  int kv_cache_mib = 256;
+  bool prefix_cache = true;    // prompts starting with cached tokens read their KV instead of computing it
+  int step_token_budget = 32;  // tokens per step while streams decode (bounds their token gaps)
+  std::string device = "cpu";  // cpu | cuda | auto (docs/engine.md, "CUDA backend")
 };
 
 // Retries of one model's failed attempts (connect failures, resets and 5xx before any byte of an answer, 429),
