@@ -114,6 +114,7 @@ struct completion {
   std::vector<tool_call> tool_calls;
   std::vector<token_logprob> logprobs;
   finish_reason finish = finish_reason::stop;
+  std::string stop_sequence;  // which stop sequence ended it, when the tier says so (Anthropic upstreams)
   usage usage_;
   std::string model;  // the model that produced it: the upstream's model name, or the local model's
   std::string raw;    // the upstream's whole response body, when non-streaming and same-wire
