@@ -11,6 +11,7 @@
 #include "ops/decision_log.h"
 #include "ops/gateway_metrics.h"
 #include "ops/sd_notify.h"
+#include "upstream/upstream_anthropic.h"
 #include "server_state.h"
 #include "upstream/upstream_openai.h"
 
@@ -76,9 +77,9 @@ router::result<std::shared_ptr<const serving_config>> build_serving_config(
       made = make_local_backend(m);
     } else if (m.kind == policies::model_kind::task) {
       made = make_task_backend(m);
+    } else if (m.kind == policies::model_kind::anthropic) {
+      made = make_anthropic_backend(b.io, m, uopts);
     } else {
-      std::fprintf(stderr, "sluice: warning: model '%s' has kind anthropic, which this build does not serve yet\n",
-                   m.name.c_str());
       continue;
     }
     if (!made) return error{made.error().code, "model '" + m.name + "': " + made.error().message};
