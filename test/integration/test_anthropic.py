@@ -81,7 +81,8 @@ def claude(upstream, port, **extra):
 
 def policy(a_port, o_port, keys=None):
     p = {
-        "server": {"listen": "127.0.0.1", "port": 0, "threads": 2, "request_timeout_ms": 30000},
+        "server": {"listen": "127.0.0.1", "port": 0, "threads": 2, "request_timeout_ms": 30000,
+                   "max_body_bytes": 65536},
         "models": {
             "small": {"kind": "local", "gguf": MODEL, "context_tokens": 512, "max_sequences": 4},
             "claude": claude("ok", a_port),
@@ -274,6 +275,12 @@ def test_tools_are_refused_with_501_naming_the_field(ac, gw, up):
     assert up[0].requests() == []
 
 
+def test_body_over_the_limit_is_413_request_too_large(gw):
+    big = {"model": "small", "max_tokens": 4, "messages": [{"role": "user", "content": "x" * 70000}]}
+    status, _, raw = request(gw, "POST", "/v1/messages", json.dumps(big), headers={"Content-Type": "application/json"})
+    assert_anthropic_error(status, json.loads(raw), 413, "request_too_large")
+
+
 def test_unknown_messages_path_is_404_in_anthropic_shape(gw):
     status, _, raw = request(gw, "POST", "/v1/messages/count_tokens",
                              json.dumps({"model": "small", "messages": USER}),
@@ -441,10 +448,14 @@ def test_cache_control_marks_a_long_system_prompt(oc, up):
 
 def test_metrics_count_anthropic_models(gw, ac):
     ac.messages.create(model="claude", max_tokens=5, messages=USER)
+    with pytest.raises(anthropic.APIStatusError):
+        ac.messages.create(model="claude-529", max_tokens=5, messages=USER)
     status, _, raw = request(gw, "GET", "/metrics")
     text = raw.decode() if isinstance(raw, bytes) else raw
     assert status == 200
     assert re.search(r'sluice_requests_total\{[^}]*model="claude"[^}]*\} [1-9]', text), text[:2000]
+    assert re.search(r'sluice_upstream_errors_total\{[^}]*model="claude-529"[^}]*\} [1-9]', text), text[:2000]
+    assert re.search(r'sluice_cost_usd_total\{[^}]*model="claude"[^}]*\} [0-9.e-]+', text)
 
 
 # ---- keys: the Anthropic SDK sends x-api-key ----

@@ -270,9 +270,17 @@ task<void> http_session::reply_and_close(int status, std::string_view message) {
     r.duration_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - received_at_).count();
     state_->metrics->record_request(r);
   }
-  std::string body = "{\"error\":{\"message\":";
-  append_json_string(body, message);
-  body += ",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
+  std::string body;
+  if (std::string_view(request_.target).starts_with("/v1/messages")) {  // Anthropic's error shape there (api.md)
+    body = status == 413 ? "{\"type\":\"error\",\"error\":{\"type\":\"request_too_large\",\"message\":"
+                         : "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":";
+    append_json_string(body, message);
+    body += "}}";
+  } else {
+    body = "{\"error\":{\"message\":";
+    append_json_string(body, message);
+    body += ",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
+  }
   std::string res;
   append_status_line(res, 11, status);
   res += "Server: sluice\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ";
