@@ -226,6 +226,16 @@ def test_stop_sequence_via_local_model(ac):
     m = ac.messages.create(model="small", max_tokens=24, extra_body={"temperature": 0}, stop_sequences=[words[2]],
                            messages=[{"role": "user", "content": "Count from one to ten in words."}])
     assert m.content[0].text == full.content[0].text[: full.content[0].text.index(words[2])]
+    assert m.stop_reason == "stop_sequence" and m.stop_sequence == words[2]
+    assert full.stop_reason in ("end_turn", "max_tokens") and full.stop_sequence is None
+    # A stop sequence that never comes leaves the reason to the model.
+    other = ac.messages.create(model="small", max_tokens=24, extra_body={"temperature": 0}, stop_sequences=["zebra!"],
+                               messages=[{"role": "user", "content": "Count from one to ten in words."}])
+    assert other.content[0].text == full.content[0].text and other.stop_reason == full.stop_reason
+    with ac.messages.stream(model="small", max_tokens=24, extra_body={"temperature": 0}, stop_sequences=[words[2]],
+                            messages=[{"role": "user", "content": "Count from one to ten in words."}]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == words[2]
 
 
 # ---- inbound: errors in Anthropic's shape ----
