@@ -93,6 +93,7 @@ def policy(a_port, o_port, keys=None):
             "claude-drop": claude("drop-mid-stream", a_port),
             "claude-401": claude("status:401", a_port),
             "claude-529": claude("status:529", a_port),
+            "claude-529-fb": claude("status:529", a_port, fallbacks=["gpt"]),
             "claude-flaky": claude("flaky:1", a_port, retries={"max": 1, "base_ms": 10, "max_ms": 50}),
             "claude-cache-system": claude("ok", a_port, cache_system_prompt=True),
             "gpt": {"kind": "openai", "base_url": f"http://127.0.0.1:{o_port}/v1", "model": "ok",
@@ -361,6 +362,13 @@ def test_529_is_retried(ac, up):
     assert len(up[0].requests()) == 2
 
 
+def test_529_falls_back_to_another_model(ac, up):
+    raw = ac.messages.with_raw_response.create(model="claude-529-fb", max_tokens=5, messages=USER)
+    assert raw.headers.get("x-sluice-tier") == "gpt" and raw.headers.get("x-sluice-fallback-from") == "claude-529-fb"
+    assert raw.parse().content[0].text == "Hello from the fake"
+    assert len(up[0].requests()) == 1 and len(up[1].requests()) == 1
+
+
 def test_messages_served_by_an_openai_upstream(ac, up):
     m = ac.messages.create(model="gpt", max_tokens=20, system="Be brief.", messages=USER)
     assert m.content[0].text == "Hello from the fake" and m.stop_reason == "end_turn"
@@ -400,6 +408,15 @@ def test_openai_sdk_default_max_tokens_and_finish_length(oc, up):
     resp = oc.chat.completions.create(model="claude-maxtok", messages=USER)
     assert resp.choices[0].finish_reason == "length"
     assert up[0].requests()[0]["json"]["max_tokens"] == 4096
+
+
+def test_legacy_completions_against_anthropic_model(oc, up):
+    resp = oc.completions.create(model="claude", prompt="Say hello.", max_tokens=16)
+    assert resp.choices[0].text == "Hello from the fake Claude" and resp.usage.completion_tokens == 7
+    assert up[0].requests()[0]["json"]["messages"] == [{"role": "user", "content": "Say hello."}]
+    text = "".join(c.choices[0].text for c in oc.completions.create(model="claude", prompt="Hi", max_tokens=16,
+                                                                  stream=True) if c.choices)
+    assert text == "Hello from the fake Claude"
 
 
 def test_openai_sdk_stream_against_anthropic_model(oc):

@@ -55,8 +55,9 @@ struct anthropic_upstream_options {
   size_t cache_system_min_chars = 0;   // 0 = never mark; else mark a system prompt at least this long
 };
 
-// The Messages request body for `req` on `upstream_model`. Refuses (501, naming the field) what Messages cannot
-// express without tools translation: tools, tool messages, n > 1, logprobs, JSON response formats, non-text parts.
+// The Messages request body for `req` on `upstream_model` (a legacy completions prompt is one user message).
+// Refuses (501, naming the field) what Messages cannot express without tools translation: tools, tool messages,
+// n > 1, logprobs, JSON response formats, non-text parts.
 router::result<std::string> make_anthropic_upstream_body(const router::chat_request& req,
                                                          std::string_view upstream_model,
                                                          const anthropic_upstream_options& opts);

@@ -225,9 +225,6 @@ router::result<std::string> make_anthropic_upstream_body(const router::chat_requ
   if (req.n != 1) return unsupported("n", "more than one choice");
   if (req.logprobs) return unsupported("logprobs", "log-probabilities");
   if (req.response_format_ != router::response_format::text) return unsupported("response_format", "a JSON response format");
-  if (req.format == router::wire_format::openai_completions) {
-    return unsupported("prompt", "a legacy completions prompt (use /v1/chat/completions)");
-  }
   std::string system;
   std::string messages;
   size_t count = 0;
