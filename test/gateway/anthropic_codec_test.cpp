@@ -63,6 +63,13 @@ TEST_CASE("a Messages request becomes the internal model", "[anthropic]") {
   CHECK(r.sampling.top_k == 5);
   CHECK(r.stream);
   CHECK_FALSE(r.raw_body.empty());
+  CHECK_FALSE(r.cache_system);
+  CHECK_FALSE(r.cache_auto);
+  REQUIRE_FALSE(parse(R"({"model":"m","max_tokens":4,"cache_control":{"type":"ephemeral"},"system":[{"type":"text",
+      "text":"S","cache_control":{"type":"ephemeral","ttl":"1h"}}],"messages":[{"role":"user","content":"x"}]})", r)
+                    .has_value());
+  CHECK(r.cache_system);
+  CHECK(r.cache_auto);
 }
 
 TEST_CASE("malformed Messages requests are 400s naming the field", "[anthropic]") {
@@ -207,6 +214,13 @@ TEST_CASE("an internal request becomes a Messages upstream body", "[anthropic]")
     CHECK(str(marked["system"].at(0)["text"]).size() == 5000 + std::string("\n\nUse French.").size());
     r.messages[0].content = "short";
     CHECK(json(p, *make_anthropic_upstream_body(r, "m", o))["system"].is_string());
+  }
+  SECTION("the client's cache marks are kept") {
+    r.cache_system = true;
+    r.cache_auto = true;
+    auto marked = json(p, *make_anthropic_upstream_body(r, "m", {}));
+    CHECK(str(marked["system"].at(0)["cache_control"]["type"]) == "ephemeral");
+    CHECK(str(marked["cache_control"]["type"]) == "ephemeral");
   }
   SECTION("what Messages cannot express without tool translation is refused with 501 naming it") {
     r.has_tools = true;

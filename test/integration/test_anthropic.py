@@ -317,6 +317,15 @@ def test_sdk_through_fake_anthropic_upstream(ac, up):
     assert r["json"]["max_tokens"] == 50 and r["json"]["stop_sequences"] == ["END"] and r["json"]["top_k"] == 5
 
 
+def test_client_cache_marks_reach_the_anthropic_upstream(ac, up):
+    m = ac.messages.create(model="claude", max_tokens=5, messages=USER, cache_control={"type": "ephemeral"},
+                           system=[{"type": "text", "text": "Stable.", "cache_control": {"type": "ephemeral"}}])
+    assert m.content[0].text == "Hello from the fake Claude"
+    (r,) = up[0].requests()
+    assert r["json"]["system"] == [{"type": "text", "text": "Stable.", "cache_control": {"type": "ephemeral"}}]
+    assert r["json"]["cache_control"] == {"type": "ephemeral"}
+
+
 def test_sdk_stream_through_fake_anthropic_upstream(ac):
     with ac.messages.stream(model="claude-cached", max_tokens=50, messages=USER) as stream:
         text = "".join(stream.text_stream)

@@ -54,8 +54,10 @@ bool is_number(element e) {
   return t == element_type::INT64 || t == element_type::UINT64 || t == element_type::DOUBLE;
 }
 
-// Text blocks (or a plain string) appended to `out`; anything but text refused naming the block.
-std::optional<error> read_text_blocks(element v, const std::string& param, std::string& out, bool system) {
+// Text blocks (or a plain string) appended to `out`; anything but text refused naming the block. `marked` is set
+// when a block carries cache_control.
+std::optional<error> read_text_blocks(element v, const std::string& param, std::string& out, bool system,
+                                      bool* marked = nullptr) {
   if (v.type() == element_type::STRING) {
     out.append(std::string_view(v));
     return std::nullopt;
@@ -74,6 +76,8 @@ std::optional<error> read_text_blocks(element v, const std::string& param, std::
       if (t.get_string().get(text) != simdjson::SUCCESS) return wrong_type(bp + ".text", "a valid string", t);
       if (system && !out.empty()) out += "\n\n";  // system blocks are separate paragraphs
       out.append(text);
+      element cc;
+      if (marked && block["cache_control"].get(cc) == simdjson::SUCCESS && !cc.is_null()) *marked = true;
     } else if (type == "tool_use" || type == "tool_result" || type == "server_tool_use") {
       return unsupported(bp + ".type", "a '" + std::string(type) + "' block");
     } else if (type == "image" || type == "document") {
@@ -158,7 +162,7 @@ std::optional<router::error> parse_anthropic_messages_request(std::string& body,
   if (has_system && !system.is_null()) {
     router::message sys;
     sys.role_ = router::role::system;
-    if (auto e = read_text_blocks(system, "system", sys.content, true)) return e;
+    if (auto e = read_text_blocks(system, "system", sys.content, true, &req.cache_system)) return e;
     req.messages.push_back(std::move(sys));
   }
   size_t i = 0;
@@ -211,6 +215,10 @@ std::optional<router::error> parse_anthropic_messages_request(std::string& body,
     if (v.type() != element_type::BOOL) return wrong_type("stream", "a valid boolean", v);
     req.stream = bool(v);
   }
+  if (doc["cache_control"].get(v) == simdjson::SUCCESS && !v.is_null()) {
+    if (v.type() != element_type::OBJECT) return wrong_type("cache_control", "a valid dictionary", v);
+    req.cache_auto = true;
+  }
   if (doc["metadata"].get(v) == simdjson::SUCCESS && !v.is_null() && v.type() != element_type::OBJECT) {
     return wrong_type("metadata", "a valid dictionary", v);
   }
@@ -252,8 +260,9 @@ router::result<std::string> make_anthropic_upstream_body(const router::chat_requ
   out += std::to_string(req.max_output_tokens.value_or(opts.default_max_tokens));
   if (!system.empty()) {
     out += ",\"system\":";
-    if (opts.cache_system_min_chars > 0 && system.size() >= opts.cache_system_min_chars) {
-      // A long system prompt is the stable prefix worth caching: marked for Anthropic's prompt cache.
+    if (req.cache_system || (opts.cache_system_min_chars > 0 && system.size() >= opts.cache_system_min_chars)) {
+      // A long system prompt is the stable prefix worth caching (or the client marked it): marked for Anthropic's
+      // prompt cache.
       out += "[{\"type\":\"text\",\"text\":";
       append_json_string(out, system);
       out += ",\"cache_control\":{\"type\":\"ephemeral\"}}]";
@@ -286,6 +295,7 @@ router::result<std::string> make_anthropic_upstream_body(const router::chat_requ
     out += ']';
   }
   if (req.stream) out += ",\"stream\":true";
+  if (req.cache_auto) out += ",\"cache_control\":{\"type\":\"ephemeral\"}";
   out += '}';
   return out;
 }
