@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import anthropic
 import openai
@@ -79,7 +80,7 @@ def claude(upstream, port, **extra):
     return m
 
 
-def policy(a_port, o_port, keys=None):
+def policy(a_port, o_port, keys=None, decision_log=None):
     p = {
         "server": {"listen": "127.0.0.1", "port": 0, "threads": 2, "request_timeout_ms": 30000,
                    "max_body_bytes": 65536},
@@ -108,7 +109,13 @@ def policy(a_port, o_port, keys=None):
     }
     if keys:
         p["keys"] = keys
+    if decision_log:
+        p["decision_log"] = {"path": decision_log}
     return p
+
+
+def DECISIONS(workdir):
+    return os.path.join(workdir, "anthropic-decisions.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +123,7 @@ def gw(fakes, workdir):
     assert os.path.exists(MODEL), f"{MODEL} is missing: scripts/setup.sh installs it"
     path = os.path.join(workdir, "anthropic-policy.yaml")
     with open(path, "w") as f:
-        yaml.safe_dump(policy(fakes[0].port, fakes[1].port), f, sort_keys=False)
+        yaml.safe_dump(policy(fakes[0].port, fakes[1].port, decision_log=DECISIONS(workdir)), f, sort_keys=False)
     s = SluiceProcess(path, workdir=workdir)
     yield s
     s.stop()
@@ -365,6 +372,13 @@ def test_upstream_errors_mapped_for_the_anthropic_sdk(ac):
     assert e.value.status_code == 502 and "overloaded" in e.value.body["error"]["message"]
 
 
+def test_stream_failing_before_its_first_event_is_an_error_status(ac):
+    with pytest.raises(anthropic.APIStatusError) as e:
+        for _ in ac.messages.create(model="claude-529", max_tokens=5, messages=USER, stream=True):
+            pass
+    assert e.value.status_code == 502 and e.value.body["error"]["type"] == "api_error"
+
+
 def test_529_is_retried(ac, up):
     m = ac.messages.create(model="claude-flaky", max_tokens=5, messages=USER)
     assert m.content[0].text == "Hello from the fake Claude"
@@ -392,11 +406,20 @@ def test_messages_served_by_an_openai_upstream(ac, up):
     assert text == "Hello from the fake" and final.usage.output_tokens == 7
 
 
-def test_messages_through_a_cascade_route(ac):
+def test_messages_through_a_cascade_route(ac, workdir):
     raw = ac.messages.with_raw_response.create(model="cascade", max_tokens=20, messages=USER)
     assert raw.headers.get("x-sluice-route") == "cascade"
     assert raw.headers.get("x-sluice-tier") == "claude" and raw.headers.get("x-sluice-escalated") == "true"
     assert raw.parse().content[0].text == "Hello from the fake Claude"
+    rid = raw.headers["x-request-id"]
+    deadline = time.monotonic() + 5
+    line = None
+    while line is None and time.monotonic() < deadline:
+        if os.path.exists(DECISIONS(workdir)):
+            with open(DECISIONS(workdir)) as f:
+                line = next((json.loads(l) for l in f if rid in l), None)
+        time.sleep(0.05)
+    assert line is not None and line["endpoint"] == "messages" and line["route"] == "cascade"
 
 
 # ---- upstream kind anthropic through the OpenAI SDK ----
