@@ -517,6 +517,19 @@ def test_metrics_count_anthropic_models(gw, ac):
     assert re.search(r'sluice_cost_usd_total\{[^}]*model="claude"[^}]*\} [0-9.e-]+', text)
 
 
+def test_anthropic_sdk_lists_and_retrieves_models(ac, oc):
+    page = ac.models.list()
+    ids = [m.id for m in page.data]
+    assert "claude" in ids and "small" in ids and "cascade" in ids
+    assert page.has_more is False and page.first_id == ids[0] and page.last_id == ids[-1]
+    m = ac.models.retrieve("claude")
+    assert m.id == "claude" and m.type == "model"
+    with pytest.raises(anthropic.NotFoundError) as e:
+        ac.models.retrieve("no-such-model")
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "not_found_error"
+    assert "claude" in {m.id for m in oc.models.list()}  # the OpenAI SDK still gets OpenAI's shape
+
+
 # ---- keys: the Anthropic SDK sends x-api-key ----
 
 def test_gateway_keys_with_the_anthropic_sdk(fakes, workdir):

@@ -592,7 +592,18 @@ std::string_view owner(const policies::model_config& m) {
     default: return "sluice";
   }
 }
-void append_model_object(std::string& out, std::string_view id, std::string_view owned_by) {
+// An Anthropic SDK (it sends anthropic-version) gets Anthropic's model objects and list page instead.
+bool anthropic_client(const http_session& s) { return !s.request().anthropic_version.empty(); }
+
+void append_model_object(std::string& out, std::string_view id, std::string_view owned_by, bool anthropic) {
+  if (anthropic) {
+    out += "{\"type\":\"model\",\"id\":";
+    append_json_string(out, id);
+    out += ",\"display_name\":";
+    append_json_string(out, id);
+    out += ",\"created_at\":\"1970-01-01T00:00:00Z\"}";
+    return;
+  }
   out += "{\"id\":";
   append_json_string(out, id);
   out += ",\"object\":\"model\",\"created\":0,\"owned_by\":";
@@ -601,21 +612,36 @@ void append_model_object(std::string& out, std::string_view id, std::string_view
 }
 
 task<bool> list_models(http_session& s, const policies::key_config* key) {
-  std::string out = "{\"object\":\"list\",\"data\":[";
+  const bool anthropic = anthropic_client(s);
+  std::string out = anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[";
   bool first = true;
+  std::string_view first_id, last_id;
   for (const auto& m : s.config().policy->models) {
     if (key && !access_control::allows(*key, m.name)) continue;
     if (!first) out += ',';
+    if (first) first_id = m.name;
     first = false;
-    append_model_object(out, m.name, owner(m));
+    last_id = m.name;
+    append_model_object(out, m.name, owner(m), anthropic);
   }
   for (const auto& r : s.config().policy->routes) {
     if (key && !access_control::allows(*key, r.name)) continue;
     if (!first) out += ',';
+    if (first) first_id = r.name;
     first = false;
-    append_model_object(out, r.name, route_owner);
+    last_id = r.name;
+    append_model_object(out, r.name, route_owner, anthropic);
   }
-  out += "]}";
+  out += ']';
+  if (anthropic) {  // one page holds them all
+    out += ",\"has_more\":false,\"first_id\":";
+    if (first) out += "null";
+    else append_json_string(out, first_id);
+    out += ",\"last_id\":";
+    if (first) out += "null";
+    else append_json_string(out, last_id);
+  }
+  out += '}';
   co_return co_await s.send(200, std::move(out), json_type);
 }
 
@@ -651,10 +677,11 @@ task<bool> retrieve_model(http_session& s, std::string_view encoded_id, const po
   std::optional<std::string> id = percent_decode(encoded_id);
   if (id && key && !access_control::allows(*key, *id)) id.reset();  // (as if it did not exist)
   std::string out;
+  const bool anthropic = anthropic_client(s);
   if (const auto* m = id ? policy.find_model(*id) : nullptr) {
-    append_model_object(out, m->name, owner(*m));
+    append_model_object(out, m->name, owner(*m), anthropic);
   } else if (const auto* r = id ? policy.find_route(*id) : nullptr) {
-    append_model_object(out, r->name, route_owner);
+    append_model_object(out, r->name, route_owner, anthropic);
   }
   if (!out.empty()) co_return co_await s.send(200, std::move(out), json_type);
   // The id is echoed only when it could be a model name at all (policy.md: letters, digits and . _ : / -).
@@ -843,7 +870,10 @@ task<bool> starting(http_session& s, endpoint_id id) {
 }
 
 std::string wire_error_body(const http_session& s, const router::error& e) {
-  if (std::string_view(s.request().target).starts_with("/v1/messages")) return anthropic_error_body(e);
+  const std::string_view target = s.request().target;
+  if (target.starts_with("/v1/messages") || (target.starts_with("/v1/models") && anthropic_client(s))) {
+    return anthropic_error_body(e);
+  }
   return openai_error_body(e);
 }
 
