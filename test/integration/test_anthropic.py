@@ -420,6 +420,10 @@ def test_messages_through_a_cascade_route(ac, workdir):
                 line = next((json.loads(l) for l in f if rid in l), None)
         time.sleep(0.05)
     assert line is not None and line["endpoint"] == "messages" and line["route"] == "cascade"
+    with ac.messages.stream(model="cascade", max_tokens=20, messages=USER) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello from the fake Claude" and final.usage.output_tokens == 7
 
 
 # ---- upstream kind anthropic through the OpenAI SDK ----
