@@ -362,6 +362,20 @@ def test_cut_upstream_stream_raises_in_the_anthropic_sdk(ac, model):
     assert text == "Hello from"
 
 
+@pytest.mark.parametrize("model", ["claude-midstream", "claude-drop"])
+def test_cut_stream_ends_with_an_in_band_error_event_on_the_wire(gw, model):
+    body = {"model": model, "max_tokens": 50, "messages": USER, "stream": True}
+    status, headers, raw = request(gw, "POST", "/v1/messages", json.dumps(body),
+                                   headers={"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    events = [e for e in raw.decode().split("\n\n") if e.strip()]
+    names = [e.split("\n")[0] for e in events]
+    assert names[:3] == ["event: message_start", "event: content_block_start", "event: ping"]
+    assert names[-1] == "event: error" and "event: message_stop" not in names
+    err = json.loads(events[-1].split("\n", 1)[1][len("data: "):])
+    assert err["type"] == "error" and err["error"]["type"] == "api_error" and err["error"]["message"]
+
+
 def test_upstream_errors_mapped_for_the_anthropic_sdk(ac):
     with pytest.raises(anthropic.APIStatusError) as e:
         ac.messages.create(model="claude-401", max_tokens=5, messages=USER)
