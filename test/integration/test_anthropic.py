@@ -555,6 +555,8 @@ def test_gateway_keys_with_the_anthropic_sdk(fakes, workdir):
     p = policy(fakes[0].port, fakes[1].port, keys)
     del p["models"]["small"]
     del p["routes"]
+    log_path = os.path.join(workdir, "anthropic-access.jsonl")
+    p["access_log"] = {"path": log_path}
     path = os.path.join(workdir, "anthropic-keys-policy.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(p, f, sort_keys=False)
@@ -567,5 +569,24 @@ def test_gateway_keys_with_the_anthropic_sdk(fakes, workdir):
         with pytest.raises(anthropic.AuthenticationError) as e:
             bad.messages.create(model="claude", max_tokens=5, messages=USER)
         assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "authentication_error"
+        with ac_keyed(base) as streamed:
+            assert "".join(streamed.text_stream) == "Hello from the fake Claude"
+        deadline, got = time.monotonic() + 5, []
+        while len(got) < 3 and time.monotonic() < deadline:
+            if os.path.exists(log_path):
+                with open(log_path) as f:
+                    got = [json.loads(line) for line in f if line.strip()]
+            time.sleep(0.05)
+        ok, refused, streamed_line = got[:3]
+        assert ok["path"] == "/v1/messages" and ok["status"] == 200 and ok["key"] == "app"
+        assert ok["model"] == "claude" and ok["tier"] == "claude" and ok["tokens_input"] == 21
+        assert ok["tokens_output"] == 7 and ok["cost_usd"] > 0
+        assert refused["status"] == 401
+        assert streamed_line["stream"] is True and streamed_line["tokens_output"] == 7
     finally:
         s.stop()
+
+
+def ac_keyed(base):
+    client = anthropic.Anthropic(base_url=base, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    return client.messages.stream(model="claude", max_tokens=5, messages=USER)
