@@ -12,6 +12,7 @@
 #include "ops/gateway_metrics.h"
 #include "ops/log.h"
 #include "ops/sd_notify.h"
+#include "upstream/upstream_anthropic.h"
 #include "server_state.h"
 #include "upstream/upstream_openai.h"
 
@@ -77,8 +78,9 @@ router::result<std::shared_ptr<const serving_config>> build_serving_config(
       made = make_local_backend(m, b.metrics);
     } else if (m.kind == policies::model_kind::task) {
       made = make_task_backend(m);
+    } else if (m.kind == policies::model_kind::anthropic) {
+      made = make_anthropic_backend(b.io, m, uopts);
     } else {
-      log_line(log_level::warn, "model '%s' has kind anthropic, which this build does not serve yet", m.name.c_str());
       continue;
     }
     if (!made) return error{made.error().code, "model '" + m.name + "': " + made.error().message};

@@ -38,6 +38,9 @@ constexpr std::string_view server_keys[] = {"listen",          "port",          
 constexpr std::string_view remote_model_keys[] = {"kind",          "base_url",         "model",      "api_key_env",
                                                   "timeout_ms",    "cost_per_mtok",    "tls_ca_file", "cost_per_request",
                                                   "retries",       "circuit_breaker",  "fallbacks"};
+constexpr std::string_view anthropic_model_keys[] = {"kind",        "base_url",        "model",       "api_key_env",
+                                                     "timeout_ms",  "cost_per_mtok",   "tls_ca_file", "cost_per_request",
+                                                     "retries",     "circuit_breaker", "fallbacks",   "cache_system_prompt"};
 constexpr std::string_view local_model_keys[] = {"kind",          "gguf",          "chat_template", "threads",
                                                  "context_tokens", "max_sequences", "timeout_ms",   "cost_per_mtok",
                                                  "kv_cache_mib",  "prefix_cache",  "step_token_budget", "device",
@@ -48,7 +51,8 @@ constexpr std::string_view all_model_keys[] = {"kind",          "base_url", "mod
                                                "threads",       "context_tokens", "max_sequences", "tls_ca_file",
                                                "kv_cache_mib", "prefix_cache", "step_token_budget", "device",
                                                "task_model", "cost_per_request",
-                                               "retries",       "circuit_breaker", "fallbacks"};
+                                               "retries",       "circuit_breaker", "fallbacks",
+                                               "cache_system_prompt"};
 constexpr std::string_view retry_keys[] = {"max", "base_ms", "max_ms"};
 constexpr std::string_view breaker_keys[] = {"failures", "open_ms", "failure_ratio", "window"};
 // Keys people reach for when pasting a credential. They get a message pointing at api_key_env instead of
@@ -189,6 +193,7 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
   key_list kind_keys = !kind                         ? key_list(all_model_keys)
                        : *kind == model_kind::local ? key_list(local_model_keys)
                        : *kind == model_kind::task  ? key_list(task_model_keys)
+                       : *kind == model_kind::anthropic ? key_list(anthropic_model_keys)
                                                     : key_list(remote_model_keys);
   std::vector<std::string_view> accepted(std::begin(all_model_keys), std::end(all_model_keys));
   accepted.insert(accepted.end(), std::begin(secret_keys), std::end(secret_keys));
@@ -246,6 +251,8 @@ std::optional<model_config> load_model(error_sink& sink, const field& entry, con
       else if (s) m.tls_ca_file = detail::resolve_path(*s, base_dir);
     } else if (f.key == "timeout_ms") {
       if (auto v = read_ms(sink, f, 0)) m.timeout = *v;
+    } else if (f.key == "cache_system_prompt") {
+      if (auto v = detail::read_bool(sink, f)) m.cache_system_prompt = *v;
     } else if (f.key == "cost_per_mtok") {
       load_costs(sink, f, m);
     } else if (f.key == "gguf") {

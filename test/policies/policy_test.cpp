@@ -210,6 +210,18 @@ TEST_CASE("keys of another kind are rejected", "[policy]") {
   CHECK(starts_with(e[0], "5:5: key 'base_url' does not apply to model 'x' of kind 'local'; valid keys: kind, gguf,"));
 }
 
+TEST_CASE("cache_system_prompt is an anthropic model's switch", "[policy]") {
+  auto p = load_ok("models:\n  c:\n    kind: anthropic\n    base_url: https://a.example/v1\n    cache_system_prompt: true\n"
+                   "  d:\n    kind: anthropic\n    base_url: https://a.example/v1\n");
+  CHECK(p->find_model("c")->cache_system_prompt);
+  CHECK_FALSE(p->find_model("d")->cache_system_prompt);
+  auto e = errors_of("models:\n  x:\n    kind: openai\n    base_url: https://a.example\n    cache_system_prompt: true\n");
+  REQUIRE(e.size() == 1);
+  CHECK(starts_with(e[0], "5:5: key 'cache_system_prompt' does not apply to model 'x' of kind 'openai'"));
+  e = errors_of("models:\n  x:\n    kind: anthropic\n    base_url: https://a.example\n    cache_system_prompt: often\n");
+  REQUIRE(e.size() == 1);
+}
+
 TEST_CASE("wrong types and out-of-range values point at the value", "[policy]") {
   auto e = errors_of("server:\n  port: 70000\n  threads: many\n  listen: [a]\n" + std::string(minimal));
   REQUIRE(e.size() == 3);

@@ -76,7 +76,7 @@ task<bool> send_refusal(http_session& s, const router::error& e, const header_bl
     m->record_request(r);
   }
   log_refused(s, status, e, key ? std::string_view(key->name) : std::string_view(), model);
-  co_return co_await s.send(status, openai_error_body(e), json_type, headers);
+  co_return co_await s.send(status, wire_error_body(s, e), json_type, headers);
 }
 
 task<void> settle_owned(std::shared_ptr<access_control> access, reservation r, nano_usd cost, int64_t tokens) {

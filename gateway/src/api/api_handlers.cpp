@@ -8,10 +8,12 @@
 #include <chrono>
 
 #include "api/access_api.h"
+#include "api/anthropic_codec.h"
 #include "api/event_queue.h"
 #include "ops/access_log.h"
 #include "http/http_session.h"
 #include "api/json_util.h"
+#include "api/models_api.h"
 #include "api/openai_codec.h"
 #include "http/recycler.h"
 
@@ -39,7 +41,7 @@ struct cost_text {
 
 task<bool> send_error(http_session& s, const router::error& e, int status_override = 0) {
   const int status = status_override ? status_override : router::info(e.code).http_status;
-  co_return co_await s.send(status, openai_error_body(e), json_type);
+  co_return co_await s.send(status, wire_error_body(s, e), json_type);
 }
 
 // One request being served: what the client named (a route or a model) and what is known so far.
@@ -94,7 +96,9 @@ void record(serving& sv, const event_queue* q, int status, const router::complet
   if (d && state.decisions) {
     decision_context ctx;
     ctx.request_id = sv.s.request_id();
-    ctx.endpoint = sv.req->format == router::wire_format::openai_completions ? "completions" : "chat";
+    ctx.endpoint = sv.req->format == router::wire_format::openai_completions  ? "completions"
+                   : sv.req->format == router::wire_format::anthropic_messages ? "messages"
+                                                                                : "chat";
     ctx.stream = sv.req->stream;
     ctx.http_status = status;
     ctx.latency_s = duration;
@@ -187,7 +191,9 @@ std::string answer_model(const serving& sv, const event_queue& q) {
 
 response_ids ids_for(const serving& sv, const event_queue& q) {
   response_ids ids;
-  ids.id = std::string(sv.req->format == router::wire_format::openai_completions ? "cmpl-" : "chatcmpl-") +
+  ids.id = std::string(sv.req->format == router::wire_format::openai_completions  ? "cmpl-"
+                       : sv.req->format == router::wire_format::anthropic_messages ? "msg_"
+                                                                                    : "chatcmpl-") +
            sv.s.request_id();
   ids.created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   ids.model = answer_model(sv, q);
@@ -253,11 +259,16 @@ task<bool> interrupted(serving& sv, router::generation& gen, event_queue& q, boo
   record(sv, &q, stream_started ? 200 : router::info(e.code).http_status, nullptr, clock::now(), &e);
   if (stopping) sv.s.close_after_response();
   if (!stream_started) {
-    const bool again = co_await sv.s.send(router::info(e.code).http_status, openai_error_body(e), json_type,
+    const bool again = co_await sv.s.send(router::info(e.code).http_status, wire_error_body(sv.s, e), json_type,
                                           served_headers(sv, q, nullptr));
     co_return again && !stopping;
   }
   bool again = false;
+  if (sv.req->format == router::wire_format::anthropic_messages) {  // Anthropic's in-band error event
+    const std::string body = anthropic_error_body(e);
+    if (co_await sv.s.sse_send_event("error", body)) again = co_await sv.s.sse_end();
+    co_return again && !stopping;
+  }
   if (co_await sv.s.sse_send(openai_error_body(e))) {
     if (co_await sv.s.sse_send("[DONE]")) again = co_await sv.s.sse_end();
   }
@@ -273,7 +284,7 @@ task<bool> fail(serving& sv, const event_queue& q, const router::error& e) {
   served_headers(sv, q, nullptr);
   if (!e.retry_after.empty()) h.add("Retry-After", e.retry_after);
   if (!e.retry_after_ms.empty()) h.add("retry-after-ms", e.retry_after_ms);
-  co_return co_await sv.s.send(status, openai_error_body(e), json_type, h);
+  co_return co_await sv.s.send(status, wire_error_body(sv.s, e), json_type, h);
 }
 
 // `parse` reads the body into the connection's chat request (parse_openai_chat_request or
@@ -332,12 +343,14 @@ std::string answer_body(serving& sv, const event_queue& q, router::completion& c
     sv.ttft_s = std::chrono::duration<double>(now - sv.t0).count();  // an upstream's whole answer
   }
   const bool completions_api = sv.req->format == router::wire_format::openai_completions;
+  if (sv.req->format == router::wire_format::anthropic_messages) return anthropic_message_json(c, ids_for(sv, q));
   if (!c.raw.empty() && !completions_api) return std::move(c.raw);
   if (completions_api) return openai_completion_response(c, *sv.req, ids_for(sv, q));
   return openai_chat_response(c, *sv.req, ids_for(sv, q));
 }
 
 task<bool> serve_stream(serving& sv, router::generation& gen, event_queue& queue);
+task<bool> serve_messages_stream(serving& sv, router::generation& gen, event_queue& queue);
 task<bool> serve_whole(serving& sv, router::generation& gen, event_queue& queue);
 
 // Kept small on purpose: Asio recycles a coroutine frame only when it is under ~1 KB (gateway_alloc_tests
@@ -373,6 +386,9 @@ task<bool> serve_completion(http_session& s, request_parser parse, clock::time_p
   std::shared_ptr<router::generation> gen;
   if (auto refused = dispatch(sv, queue, gen)) co_return co_await refuse_dispatch(sv, *refused);
   const client_watch watch(s, queue);
+  if (sv.req->stream && sv.req->format == router::wire_format::anthropic_messages) {
+    co_return co_await serve_messages_stream(sv, *gen, *queue);
+  }
   if (sv.req->stream) co_return co_await serve_stream(sv, *gen, *queue);
   co_return co_await serve_whole(sv, *gen, *queue);
 }
@@ -463,6 +479,61 @@ task<bool> serve_stream(serving& sv, router::generation& gen, event_queue& queue
   }
 }
 
+// The head of a /v1/messages stream: the response head, message_start, the text block's start and a ping.
+task<bool> begin_messages_stream(serving& sv, const event_queue& q) {
+  http_session& s = sv.s;
+  if (!co_await s.sse_begin(served_headers(sv, q, nullptr), cost_trailer_names)) co_return false;
+  const std::string start = anthropic_message_start_json(ids_for(sv, q), router::usage{});
+  if (!co_await s.sse_send_event("message_start", start)) co_return false;
+  if (!co_await s.sse_send_event("content_block_start", anthropic_content_block_start_json())) co_return false;
+  co_return co_await s.sse_send_event("ping", anthropic_ping_json());
+}
+
+// POST /v1/messages with "stream": true. The gateway writes Anthropic's event sequence whatever tier serves
+// (message_start, content_block_start, ping, content_block_delta..., content_block_stop, message_delta with the
+// usage, message_stop); a failure after the head is an in-band "error" event (PITFALLS.md "Streaming semantics").
+// The input tokens are known only at the end on most tiers: message_start says 0, message_delta the real count.
+task<bool> serve_messages_stream(serving& sv, router::generation& gen, event_queue& queue) {
+  http_session& s = sv.s;
+  auto* q = &queue;
+  bool started = false;
+  for (;;) {
+    auto ev = co_await q->next();
+    if (!ev) co_return co_await interrupted(sv, gen, *q, started);
+    if (!started) {
+      if (auto* done = std::get_if<1>(&*ev); done && !*done) co_return co_await fail(sv, *q, done->error());
+      started = true;
+      if (!co_await begin_messages_stream(sv, *q)) co_return co_await interrupted(sv, gen, *q, started);
+    }
+    if (auto* c = std::get_if<router::chunk>(&*ev)) {
+      if (c->text.empty()) continue;
+      if (!sv.ttft_s) sv.ttft_s = seconds_since(sv.t0);
+      const std::string delta = anthropic_text_delta_json(c->text);
+      if (!co_await s.sse_send_event("content_block_delta", delta)) {
+        co_return co_await interrupted(sv, gen, *q, started);
+      }
+      continue;
+    }
+    auto& done = std::get<1>(*ev);
+    if (!done) {
+      const router::error err = done.error();
+      const std::string body = anthropic_error_body(err);
+      co_await s.sse_send_event("error", body);
+      record(sv, q, 200, nullptr, clock::now(), &err);
+      if (sv.grant) settle(s, *sv.grant, nullptr, /*release=*/false);
+      co_return co_await s.sse_end();
+    }
+    router::completion& c = *done;
+    co_await s.sse_send_event("content_block_stop", anthropic_content_block_stop_json());
+    const std::string delta = anthropic_message_delta_json(c.finish, c.stop_sequence, c.usage_);
+    co_await s.sse_send_event("message_delta", delta);
+    co_await s.sse_send_event("message_stop", anthropic_message_stop_json());
+    record(sv, q, 200, &c);
+    if (sv.grant) settle(s, *sv.grant, &c, false);
+    co_return co_await s.sse_end(cost_trailers(s, *q, c));
+  }
+}
+
 // POST /v1/feedback: an outcome for a recent routed request, appended to the decision log. (Errors are named
 // locals before they are awaited on: g++ 12 mishandles temporaries with strings inside co_await expressions.)
 task<bool> post_feedback(http_session& s) {
@@ -513,88 +584,6 @@ task<bool> post_feedback(http_session& s) {
   co_return co_await s.send(200, std::move(out), json_type);
 }
 
-// OpenAI model objects for /v1/models and /v1/models/{id}.
-constexpr std::string_view route_owner = "sluice-route";
-std::string_view owner(const policies::model_config& m) {
-  switch (m.kind) {
-    case policies::model_kind::local: return "sluice-local";
-    case policies::model_kind::task: return "sluice-task";
-    default: return "sluice";
-  }
-}
-void append_model_object(std::string& out, std::string_view id, std::string_view owned_by) {
-  out += "{\"id\":";
-  append_json_string(out, id);
-  out += ",\"object\":\"model\",\"created\":0,\"owned_by\":";
-  append_json_string(out, owned_by);
-  out += '}';
-}
-
-task<bool> list_models(http_session& s, const policies::key_config* key) {
-  std::string out = "{\"object\":\"list\",\"data\":[";
-  bool first = true;
-  for (const auto& m : s.config().policy->models) {
-    if (key && !access_control::allows(*key, m.name)) continue;
-    if (!first) out += ',';
-    first = false;
-    append_model_object(out, m.name, owner(m));
-  }
-  for (const auto& r : s.config().policy->routes) {
-    if (key && !access_control::allows(*key, r.name)) continue;
-    if (!first) out += ',';
-    first = false;
-    append_model_object(out, r.name, route_owner);
-  }
-  out += "]}";
-  co_return co_await s.send(200, std::move(out), json_type);
-}
-
-// "%2F" -> "/"; nullopt for a malformed escape.
-std::optional<std::string> percent_decode(std::string_view s) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out += s[i];
-      continue;
-    }
-    if (i + 2 >= s.size()) return std::nullopt;
-    const int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
-  return out;
-}
-
-constexpr std::string_view model_name_chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/-";
-
-// GET /v1/models/{id} (the SDKs' models.retrieve): a model or route of the policy, else 404 model_not_found.
-task<bool> retrieve_model(http_session& s, std::string_view encoded_id, const policies::key_config* key) {
-  const auto& policy = *s.config().policy;
-  std::optional<std::string> id = percent_decode(encoded_id);
-  if (id && key && !access_control::allows(*key, *id)) id.reset();  // (as if it did not exist)
-  std::string out;
-  if (const auto* m = id ? policy.find_model(*id) : nullptr) {
-    append_model_object(out, m->name, owner(*m));
-  } else if (const auto* r = id ? policy.find_route(*id) : nullptr) {
-    append_model_object(out, r->name, route_owner);
-  }
-  if (!out.empty()) co_return co_await s.send(200, std::move(out), json_type);
-  // The id is echoed only when it could be a model name at all (policy.md: letters, digits and . _ : / -).
-  router::error e{router::errc::unknown_model, "The model does not exist", "model"};
-  if (id && id->size() <= 256 && id->find_first_not_of(model_name_chars) == std::string::npos) {
-    e.message = "The model '" + *id + "' does not exist";
-  }
-  co_return co_await send_error(s, e);
-}
-
 // A request no endpoint takes (an unknown path, a wrong method): counted with model "unknown".
 // (By value: the callers' temporaries are gone when the coroutine runs.)
 task<bool> refuse(http_session& s, int status, router::error e, header_block headers, clock::time_point t0) {
@@ -605,11 +594,11 @@ task<bool> refuse(http_session& s, int status, router::error e, header_block hea
     metrics->record_request(r);
   }
   log_refused(s, status, e, {}, {}, seconds_since(t0));
-  co_return co_await s.send(status, openai_error_body(e), json_type, headers);
+  co_return co_await s.send(status, wire_error_body(s, e), json_type, headers);
 }
 
 enum class endpoint_id {
-  chat, completions, feedback, models, healthz, readyz, metrics, model, reload, reload_status, not_allowed, not_found
+  chat, completions, messages, feedback, models, healthz, readyz, metrics, model, reload, reload_status, not_allowed, not_found
 };
 
 struct endpoint {
@@ -620,6 +609,7 @@ struct endpoint {
 constexpr endpoint endpoints[] = {
     {"/v1/chat/completions", http::verb::post, endpoint_id::chat},
     {"/v1/completions", http::verb::post, endpoint_id::completions},
+    {"/v1/messages", http::verb::post, endpoint_id::messages},
     {"/v1/feedback", http::verb::post, endpoint_id::feedback},
     {"/v1/models", http::verb::get, endpoint_id::models},
     {"/healthz", http::verb::get, endpoint_id::healthz},
@@ -688,6 +678,14 @@ task<bool> readyz(http_session& s) {
   co_return co_await s.send(ready ? 200 : 503, std::move(body), json_type);
 }
 
+// POST /v1/messages: the anthropic-version header checked, then the same flow as chat completions.
+task<bool> serve_messages(http_session& s, clock::time_point t0, const policies::key_config* key) {
+  if (auto bad_version = check_anthropic_version(s.request().anthropic_version)) {
+    co_return co_await refuse_request(s, *bad_version, t0);
+  }
+  co_return co_await serve_completion(s, &parse_anthropic_messages_request, t0, key);
+}
+
 task<bool> metrics_text(http_session& s) {
   std::string text = s.state().metrics ? s.state().metrics->expose() : std::string();
   co_return co_await s.send(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
@@ -701,6 +699,7 @@ bool needs_key(endpoint_id id) {
   switch (id) {
     case endpoint_id::chat:
     case endpoint_id::completions:
+    case endpoint_id::messages:
     case endpoint_id::feedback:
     case endpoint_id::models:
     case endpoint_id::model: return true;
@@ -759,7 +758,16 @@ task<bool> starting(http_session& s, endpoint_id id) {
   router::error e{router::errc::overloaded, "The gateway is starting (loading its models); retry shortly."};
   header_block h;
   h.add("Retry-After", "1");
-  co_return co_await s.send(503, openai_error_body(e), json_type, h);
+  co_return co_await s.send(503, wire_error_body(s, e), json_type, h);
+}
+
+std::string wire_error_body(const http_session& s, const router::error& e) {
+  const std::string_view target = s.request().target;
+  const bool anthropic_client = !s.request().anthropic_version.empty();  // (the Anthropic SDK sends it)
+  if (target.starts_with("/v1/messages") || (target.starts_with("/v1/models") && anthropic_client)) {
+    return anthropic_error_body(e);
+  }
+  return openai_error_body(e);
 }
 
 task<bool> handle_request(http_session& s) {
@@ -782,6 +790,7 @@ task<bool> handle_request(http_session& s) {
   switch (id) {
     case endpoint_id::chat: co_return co_await serve_completion(s, &parse_openai_chat_request, t0, key);
     case endpoint_id::completions: co_return co_await serve_completion(s, &parse_openai_completion_request, t0, key);
+    case endpoint_id::messages: co_return co_await serve_messages(s, t0, key);
     case endpoint_id::feedback: co_return co_await post_feedback(s);
     case endpoint_id::models: co_return co_await list_models(s, key);
     case endpoint_id::healthz: co_return co_await s.send(200, "{\"status\":\"ok\"}", json_type);

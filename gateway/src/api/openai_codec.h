@@ -12,7 +12,14 @@
 #include "sluice/router/chat.h"
 #include "sluice/router/error.h"
 
+namespace simdjson::dom {
+class element;
+}
+
 namespace sluice::gateway {
+
+// Refuses a key repeated in any object of a parsed document (PITFALLS.md "Duplicate keys"); shared by the codecs.
+std::optional<router::error> reject_duplicate_keys(simdjson::dom::element root);
 
 // POST /v1/chat/completions. Takes the body by value: it becomes chat_request::raw_body.
 router::result<router::chat_request> parse_openai_chat_request(std::string body);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "api/json_util.h"
+#include "api/anthropic_codec.h"
 #include "api/openai_codec.h"
 
 namespace sluice::gateway {
@@ -493,6 +494,11 @@ router::message& message_slot(router::chat_request& req, size_t index) {
 
 }  // namespace
 
+std::optional<router::error> reject_duplicate_keys(simdjson::dom::element root) {
+  thread_local duplicate_key_check duplicates;
+  return duplicates.run(root);
+}
+
 std::optional<router::error> parse_openai_chat_request(std::string& body, router::chat_request& req) {
   reset_keeping_memory(req);
   req.format = router::wire_format::openai_chat;
@@ -660,6 +666,9 @@ bool openai_upstream_body_pieces(const router::chat_request& req, std::string_vi
 
 std::string make_openai_upstream_body(const router::chat_request& req, std::string_view upstream_model,
                                       bool force_stream_usage) {
+  if (req.format == router::wire_format::anthropic_messages) {  // (/v1/messages: built from the parsed request)
+    return openai_chat_body_from_request(req, upstream_model, force_stream_usage);
+  }
   {
     std::string model_json, scratch;
     append_json_string(model_json, upstream_model);

@@ -215,6 +215,19 @@ task<bool> http_session::sse_send(std::string_view data) {
                                                                  asio::buffer(suffix.data(), suffix.size())});
 }
 
+task<bool> http_session::sse_send_event(std::string_view event, std::string_view data) {
+  // "<hex size>\r\nevent: " <event> "\ndata: " <data> "\n\n\r\n" (Anthropic's streams name their events).
+  char prefix[32];
+  char* p = std::to_chars(prefix, prefix + 16, 7 + event.size() + 7 + data.size() + 2, 16).ptr;
+  p = std::copy_n("\r\nevent: ", 9, p);
+  static constexpr std::string_view middle = "\ndata: ";
+  static constexpr std::string_view suffix = "\n\n\r\n";
+  co_return co_await write_all(std::array<asio::const_buffer, 5>{
+      asio::buffer(prefix, static_cast<size_t>(p - prefix)), asio::buffer(event.data(), event.size()),
+      asio::buffer(middle.data(), middle.size()), asio::buffer(data.data(), data.size()),
+      asio::buffer(suffix.data(), suffix.size())});
+}
+
 task<bool> http_session::sse_end(const header_block& trailers) {
   head_.assign("0\r\n");
   head_ += trailers.text();
@@ -257,9 +270,17 @@ task<void> http_session::reply_and_close(int status, std::string_view message) {
     r.duration_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - received_at_).count();
     state_->metrics->record_request(r);
   }
-  std::string body = "{\"error\":{\"message\":";
-  append_json_string(body, message);
-  body += ",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
+  std::string body;
+  if (std::string_view(request_.target).starts_with("/v1/messages")) {  // Anthropic's error shape there (api.md)
+    body = status == 413 ? "{\"type\":\"error\",\"error\":{\"type\":\"request_too_large\",\"message\":"
+                         : "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":";
+    append_json_string(body, message);
+    body += "}}";
+  } else {
+    body = "{\"error\":{\"message\":";
+    append_json_string(body, message);
+    body += ",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
+  }
   std::string res;
   append_status_line(res, 11, status);
   res += "Server: sluice\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ";

@@ -58,6 +58,7 @@ class http_session final : public std::enable_shared_from_this<http_session>, pr
   // last chunk (RFC 9112 trailers: values known only once the stream is over, such as its cost).
   task<bool> sse_begin(const header_block& headers, std::string_view trailer_names = {});
   task<bool> sse_send(std::string_view data);   // writes "data: <data>\n\n"
+  task<bool> sse_send_event(std::string_view event, std::string_view data);  // "event: <event>\ndata: <data>\n\n"
   task<bool> sse_end(const header_block& trailers = {});
 
   // Until stop_watching(), tells `q` (client_gone) if the client closes its side or the socket fails while a

@@ -60,6 +60,7 @@ void request_reader::on_request_impl(http::verb method, sv method_str, sv target
   req_.api_key_fields = 0;
   req_.client_request_id.clear();
   req_.traceparent.clear();
+  req_.anthropic_version.clear();
   req_.body.clear();
 }
 
@@ -77,6 +78,8 @@ void request_reader::on_field_impl(http::field name, sv name_string, sv value, e
         req_.client_request_id.assign(value.data(), value.size());
       } else if (iequals(std::string_view(name_string.data(), name_string.size()), "traceparent")) {
         req_.traceparent.assign(value.data(), value.size());
+      } else if (iequals(std::string_view(name_string.data(), name_string.size()), "anthropic-version")) {
+        req_.anthropic_version.assign(value.data(), value.size());
       }
       break;
     case http::field::transfer_encoding:

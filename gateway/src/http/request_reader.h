@@ -28,6 +28,7 @@ struct incoming_request {
   // Tracing: the client's X-Request-Id and W3C traceparent (the last of each; checked where they are used).
   std::string client_request_id;
   std::string traceparent;
+  std::string anthropic_version;  // /v1/messages: the Anthropic API version the client speaks (the last value)
   std::string body;
 
   std::string_view method_string() const { return method_text; }

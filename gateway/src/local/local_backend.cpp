@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "local/model_identity.h"
 #include "ops/gateway_metrics.h"
@@ -57,12 +59,14 @@ class engine_metrics_recorder {
 class local_generation final : public router::generation, public engine::sequence_observer {
  public:
   local_generation(std::weak_ptr<engine::engine> eng, std::shared_ptr<router::generation_sink> sink, bool logprobs,
-                   std::string model_name, std::shared_ptr<engine_metrics_recorder> recorder)
+                   std::string model_name, std::shared_ptr<engine_metrics_recorder> recorder,
+                   std::vector<std::string> stops)
       : engine_(std::move(eng)),
         sink_(std::move(sink)),
         logprobs_(logprobs),
         model_name_(std::move(model_name)),
-        recorder_(std::move(recorder)) {}
+        recorder_(std::move(recorder)),
+        stops_(std::move(stops)) {}
 
   void set_id(engine::sequence_id id) {
     std::lock_guard lock(mutex_);
@@ -77,6 +81,10 @@ class local_generation final : public router::generation, public engine::sequenc
   }
 
   void on_token(const engine::token_event& ev) override {
+    if (!stops_.empty() && !ev.token_text.empty()) {  // (only when a stop sequence could end it: see on_finish)
+      ++tokens_with_text_;
+      raw_ += ev.token_text;
+    }
     router::chunk c;
     c.text = ev.text;
     if (logprobs_) {
@@ -103,6 +111,7 @@ class local_generation final : public router::generation, public engine::sequenc
       return;
     }
     acc_.finish = map_finish(info.reason);
+    if (info.reason == engine::finish_reason::stop) acc_.stop_sequence = matched_stop(info.tokens_generated);
     acc_.usage_.tokens_input = info.tokens_prompt;
     acc_.usage_.tokens_cache_read = info.tokens_cached;
     acc_.usage_.tokens_output = info.tokens_generated;
@@ -119,11 +128,36 @@ class local_generation final : public router::generation, public engine::sequenc
     if (auto eng = engine_.lock()) eng->cancel(*id_);  // a stopped engine has already finished the sequence
   }
 
+  // Which stop sequence ended the answer, or "" when the model ended it itself. The engine reports both as
+  // finish_reason::stop; an end-of-generation token is the one generated token that reaches on_token without
+  // text of its own (or not at all), so every generated token having text means a stop sequence matched: the
+  // one that starts where the served text ends.
+  std::string matched_stop(int tokens_generated) const {
+    if (stops_.empty() || tokens_generated <= 0 || tokens_with_text_ != tokens_generated) return {};
+    const size_t end = acc_.text.size();
+    for (const auto& s : stops_) {
+      if (raw_.compare(end, s.size(), s) == 0) return s;
+    }
+    size_t best = std::string::npos;
+    std::string found;
+    for (const auto& s : stops_) {  // (token bytes and served text differ in where they start)
+      const size_t at = raw_.find(s);
+      if (at < best) {
+        best = at;
+        found = s;
+      }
+    }
+    return found;
+  }
+
   std::weak_ptr<engine::engine> engine_;  // the backend owns it; stop() destroys it
   std::shared_ptr<router::generation_sink> sink_;
   bool logprobs_;
   std::string model_name_;
   std::shared_ptr<engine_metrics_recorder> recorder_;
+  std::vector<std::string> stops_;  // the request's stop sequences
+  std::string raw_;                 // every generated token's bytes (only with stop sequences)
+  int tokens_with_text_ = 0;        // generated tokens that had bytes of their own
   router::completion acc_;
   std::mutex mutex_;
   std::optional<engine::sequence_id> id_;
@@ -194,7 +228,8 @@ class local_backend final : public router::backend {
     p.logprobs = req->logprobs;
     p.top_logprobs = req->top_logprobs;
 
-    auto gen = std::make_shared<local_generation>(engine_, std::move(sink), req->logprobs, model.name, recorder_);
+    auto gen = std::make_shared<local_generation>(engine_, std::move(sink), req->logprobs, model.name, recorder_,
+                                                  req->stop);
     auto id = engine_->submit(std::move(prompt), p, gen);
     if (!id) {
       const errc code = id.error().code == engine::errc::overloaded         ? errc::overloaded

@@ -90,6 +90,9 @@ error status_error(int status, std::string_view body, const std::string& model) 
             "The upstream for model '" + model + "' rejected the request (HTTP " + std::to_string(status) + ")" +
                 (msg.empty() ? std::string(".") : ": " + msg)};
   }
+  if (status == 529) {  // Anthropic's "overloaded_error": retried like a 503 (resilience.cpp: upstream_error)
+    return {errc::upstream_error, "The upstream for model '" + model + "' is overloaded (HTTP 529)."};
+  }
   return {errc::upstream_error,
           "The upstream for model '" + model + "' failed with HTTP " + std::to_string(status) + "."};
 }

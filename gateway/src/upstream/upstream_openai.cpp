@@ -37,6 +37,7 @@
 #include "http/response_reader.h"
 #include "ops/gateway_metrics.h"
 #include "upstream/upstream_failures.h"
+#include "upstream/upstream_protocol.h"
 
 namespace sluice::gateway {
 
@@ -116,6 +117,8 @@ class upstream_call final : public router::generation,
 
   // On the io thread: prepares the request; with a pooled connection, sends it at once.
   void start();
+  // Another protocol's request body (upstream_protocol.h), made before the call starts.
+  void set_protocol_body(std::string body) { joined_ = std::move(body); }
   io_executor executor() const { return ex_; }
 
  private:
@@ -144,6 +147,7 @@ class upstream_call final : public router::generation,
   void finish(router::result<router::completion> r);
   void fail(upstream_error_reason why, error e);  // counts the failure, then finish()
   bool handle_sse_event(std::string_view event, bool& saw_done);
+  bool handle_protocol_event(std::string data, bool& saw_done);
   // A read that ended with an error because a deadline passed reads as beast::error::timeout.
   beast::error_code as_timeout(beast::error_code ec) const {
     return timed_out_ && ec == asio::error::operation_aborted ? beast::error::timeout : ec;
@@ -173,6 +177,7 @@ class upstream_call final : public router::generation,
   char request_tail_[320];  // "X-Request-Id: ..\r\n[traceparent: ..\r\n]Accept: ...\r\nContent-Length: N\r\n\r\n"
   std::optional<response_reader> parser_;
   bool streams_ = false;  // the answer is a 200 to a streaming request: its body goes to the SSE splitter
+  std::unique_ptr<upstream_stream_decoder> decoder_;  // another protocol's stream (null for OpenAI)
   std::optional<error> stream_error_;
   upstream_error_reason stream_error_reason_ = upstream_error_reason::other;
   // Back-pressure: set when the sink has room again (see wait_for_room); the bell wakes the wait (made for
@@ -184,15 +189,17 @@ class upstream_call final : public router::generation,
 class openai_backend final : public router::backend, public std::enable_shared_from_this<openai_backend> {
  public:
   openai_backend(io_threads& threads, const policies::model_config& model, std::string api_key,
-                 upstream_options opts)
+                 upstream_options opts, std::shared_ptr<const upstream_protocol> protocol)
       : threads_(threads), url_(model.upstream), opts_(std::move(opts)), ssl_ctx_(ssl::context::tls_client),
-        pools_(threads.size()) {
+        protocol_(std::move(protocol)), pools_(threads.size()) {
     ssl_ctx_.set_default_verify_paths();
     ssl_ctx_.set_verify_mode(ssl::verify_peer);
     // Everything of the request head that is the same for every call, built once.
-    head_prefix_ = "POST " + url_.base_path + "/chat/completions HTTP/1.1\r\nHost: " + host_header(url_) +
+    const std::string path = protocol_ ? std::string(protocol_->path()) : std::string("/chat/completions");
+    head_prefix_ = "POST " + url_.base_path + path + " HTTP/1.1\r\nHost: " + host_header(url_) +
                    "\r\nUser-Agent: sluice/" SLUICE_VERSION "\r\nContent-Type: application/json\r\n";
-    if (!api_key.empty()) head_prefix_ += "Authorization: Bearer " + api_key + "\r\n";
+    if (protocol_) head_prefix_ += protocol_->auth_headers(api_key);
+    else if (!api_key.empty()) head_prefix_ += "Authorization: Bearer " + api_key + "\r\n";
     model_name_ = model.name;
     append_json_string(model_json_, model.upstream_model.empty() ? model.name : model.upstream_model);
   }
@@ -220,8 +227,15 @@ class openai_backend final : public router::backend, public std::enable_shared_f
       thread = next_.fetch_add(1, std::memory_order_relaxed) % pools_.size();
       ioc = &threads_.context(thread);
     }
+    std::string protocol_body;
+    if (protocol_) {  // refused here, before anything is sent, when the protocol cannot express the request
+      auto body = protocol_->request_body(*req, model);
+      if (!body) return body.error();
+      protocol_body = std::move(*body);
+    }
     auto call = std::allocate_shared<upstream_call>(recycling_allocator<upstream_call>(), shared_from_this(), *ioc,
                                                     thread, std::move(req), model, std::move(sink));
+    if (protocol_) call->set_protocol_body(std::move(protocol_body));
     if (current >= 0 && static_cast<size_t>(current) == thread) call->start();
     else asio::post(call->executor(), recycled([call] { call->start(); }));
     return std::shared_ptr<router::generation>(std::move(call));
@@ -248,6 +262,7 @@ class openai_backend final : public router::backend, public std::enable_shared_f
   std::string head_prefix_;  // "POST ... HTTP/1.1" through Authorization
   std::string model_name_;   // the policy model this backend serves
   std::string model_json_;   // its upstream name as a JSON string literal
+  std::shared_ptr<const upstream_protocol> protocol_;  // null: OpenAI
 
  private:
   struct pool {
@@ -345,7 +360,10 @@ void upstream_call::prepare_request() {
     append_json_string(other_model_json_, model_.upstream_model.empty() ? model_.name : model_.upstream_model);
     model_json = other_model_json_;
   }
-  if (!openai_upstream_body_pieces(*req_, model_json, true, scratch_, body_)) {  // (legacy completions)
+  if (backend_->protocol_) {  // (the body was made in start())
+    body_.count = 0;
+    body_.piece[body_.count++] = joined_;
+  } else if (!openai_upstream_body_pieces(*req_, model_json, true, scratch_, body_)) {  // (legacy completions)
     joined_ = make_openai_upstream_body(*req_, model_.upstream_model.empty() ? model_.name : model_.upstream_model,
                                         true);
     body_.count = 0;
@@ -396,6 +414,7 @@ void upstream_call::begin_answer() {
   pending_.clear();
   parser_.emplace();
   streams_ = false;
+  if (backend_->protocol_ && req_->stream) decoder_ = backend_->protocol_->stream_decoder(model_);
 }
 
 void upstream_call::connect_failed(const beast::error_code& ec) {
@@ -448,13 +467,14 @@ void upstream_call::whole_answer() {
     return;
   }
   router::completion c;
-  if (!parse_openai_chat_response(acc_.raw, c)) {
+  const auto* protocol = backend_->protocol_.get();
+  if (protocol ? !protocol->parse_answer(acc_.raw, c) : !parse_openai_chat_response(acc_.raw, c)) {
     conn_.reset();
     fail(upstream_error_reason::protocol,
          error{errc::upstream_error, "The upstream for model '" + model_.name + "' returned a malformed response."});
     return;
   }
-  c.raw = std::move(acc_.raw);  // (a recycled buffer: the session hands it back once written)
+  if (!protocol) c.raw = std::move(acc_.raw);  // (a recycled buffer: the session hands it back once written)
   if (parser_->keep_alive()) backend_->give_back(thread_, std::move(conn_));
   conn_.reset();
   finish(std::move(c));
@@ -615,6 +635,7 @@ bool upstream_call::handle_sse_event(std::string_view event, bool& saw_done) {
     give_buffer(std::move(data));
     return true;
   }
+  if (decoder_) return handle_protocol_event(std::move(data), saw_done);
   if (data == "[DONE]") {
     give_buffer(std::move(data));
     saw_done = true;
@@ -638,6 +659,26 @@ bool upstream_call::handle_sse_event(std::string_view event, bool& saw_done) {
   if (c.usage_) acc_.usage_ = *c.usage_;
   c.raw = std::move(data);  // (a recycled buffer: the session hands it back once written)
   c.raw_format = router::wire_format::openai_chat;
+  sink_->on_chunk(std::move(c));
+  return true;
+}
+
+// One event of another protocol's stream (decoder_), in the same contract as handle_sse_event.
+bool upstream_call::handle_protocol_event(std::string data, bool& saw_done) {
+  router::chunk c;
+  error e;
+  bool malformed = false;
+  const auto step = decoder_->on_event(data, c, acc_, e, malformed);
+  give_buffer(std::move(data));
+  switch (step) {
+    case upstream_stream_decoder::step::none: return true;
+    case upstream_stream_decoder::step::done: saw_done = true; return true;
+    case upstream_stream_decoder::step::failed:
+      stream_error_ = std::move(e);
+      stream_error_reason_ = malformed ? upstream_error_reason::protocol : upstream_error_reason::stream_cut;
+      return false;
+    case upstream_stream_decoder::step::chunk: break;
+  }
   sink_->on_chunk(std::move(c));
   return true;
 }
@@ -737,6 +778,13 @@ task<void> upstream_call::read_stream() {
 router::result<std::shared_ptr<router::backend>> make_openai_backend(io_threads& threads,
                                                                      const policies::model_config& model,
                                                                      const upstream_options& opts) {
+  return make_upstream_backend(threads, model, opts, nullptr);
+}
+
+router::result<std::shared_ptr<router::backend>> make_upstream_backend(io_threads& threads,
+                                                                       const policies::model_config& model,
+                                                                       const upstream_options& opts,
+                                                                       std::shared_ptr<const upstream_protocol> protocol) {
   if (model.upstream.host.empty()) {
     return error{errc::internal, "model '" + model.name + "' has no upstream base_url"};
   }
@@ -746,7 +794,7 @@ router::result<std::shared_ptr<router::backend>> make_openai_backend(io_threads&
   }
   upstream_options o = opts;
   if (model.timeout.count() > 0) o.timeout = model.timeout;
-  auto backend = std::make_shared<openai_backend>(threads, model, std::move(key), o);
+  auto backend = std::make_shared<openai_backend>(threads, model, std::move(key), o, std::move(protocol));
   if (!model.tls_ca_file.empty()) {
     if (auto r = backend->add_ca_file(model.tls_ca_file); !r) return r.error();
   }

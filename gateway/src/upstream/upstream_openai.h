@@ -15,6 +15,7 @@ namespace sluice::gateway {
 
 class gateway_metrics;  // ops/gateway_metrics.h
 class io_threads;       // http/io_threads.h
+class upstream_protocol;  // upstream/upstream_protocol.h
 
 struct upstream_options {
   // Per attempt (the model's timeout_ms, else server.request_timeout_ms): connecting and the response head; a
@@ -32,5 +33,11 @@ struct upstream_options {
 router::result<std::shared_ptr<router::backend>> make_openai_backend(io_threads& threads,
                                                                      const policies::model_config& model,
                                                                      const upstream_options& opts);
+
+// The same transport speaking another protocol (upstream_anthropic.h); null = OpenAI.
+router::result<std::shared_ptr<router::backend>> make_upstream_backend(io_threads& threads,
+                                                                       const policies::model_config& model,
+                                                                       const upstream_options& opts,
+                                                                       std::shared_ptr<const upstream_protocol> protocol);
 
 }  // namespace sluice::gateway

@@ -100,6 +100,10 @@ struct breaker_config {
   bool enabled() const { return failures > 0 || failure_ratio > 0.0; }
 };
 
+// A system prompt shorter than this is never marked for Anthropic's prompt cache (~1024 tokens, the smallest
+// prefix Claude models cache; a shorter mark would only be ignored).
+constexpr size_t anthropic_cache_min_chars = 4096;
+
 struct model_config {
   std::string name;  // what clients put in "model"
   model_kind kind = model_kind::openai;
@@ -115,6 +119,8 @@ struct model_config {
   retry_config retries;         // remote kinds (local and task models never retry: max_retries 0)
   breaker_config breaker;       // remote kinds (failures 0 for the others)
   std::vector<std::string> fallbacks;  // models tried in order when this one fails (requests naming this model)
+  // kind anthropic: mark a long system prompt (>= anthropic_cache_min_chars) for Anthropic's prompt cache.
+  bool cache_system_prompt = false;
   int line = 0;              // where it was defined, for messages
 };
 

@@ -56,6 +56,9 @@ struct chat_request {
   std::vector<std::string> stop;
   response_format response_format_ = response_format::text;
   bool has_tools = false;
+  // Prompt-cache marks from the client (Anthropic cache_control), kept for providers with an explicit cache.
+  bool cache_system = false;  // the system prompt was marked
+  bool cache_auto = false;    // a top-level mark: cache up to the last cacheable block
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool logprobs = false;
@@ -114,6 +117,7 @@ struct completion {
   std::vector<tool_call> tool_calls;
   std::vector<token_logprob> logprobs;
   finish_reason finish = finish_reason::stop;
+  std::string stop_sequence;  // which stop sequence ended it, when the tier says so (Anthropic upstreams)
   usage usage_;
   std::string model;  // the model that produced it: the upstream's model name, or the local model's
   std::string raw;    // the upstream's whole response body, when non-streaming and same-wire
