@@ -374,6 +374,34 @@ TEST_CASE("engine: a flood of distinct prompts evicts within the KV budget", "[e
   CHECK(bad.error().code == errc::invalid_argument);
 }
 
+TEST_CASE("engine: a sequence waiting for KV blocks starts when others finish, or is cancelled cleanly", "[engine_api][prefix]") {
+  auto probe = load_with(tiny_options());
+  const size_t block_bytes = (size_t(256) << 20) / size_t(probe->get_stats().kv_blocks_total);
+  probe.reset();
+  auto lo = tiny_options(4);
+  lo.kv_cache_bytes = block_bytes * 10;  // two sequences of 5 blocks at a time
+  auto e = load_with(lo);
+  std::vector<std::shared_ptr<recorder>> rs;
+  std::vector<sequence_id> ids;
+  for (int i = 0; i < 4; ++i) {
+    rs.push_back(std::make_shared<recorder>());
+    auto id = e->submit(tokens_from(40, 30 + i), greedy(40), rs.back());  // 80 tokens: 5 blocks
+    REQUIRE(id.has_value());
+    ids.push_back(*id);
+  }
+  e->cancel(ids[3]);  // still waiting for blocks (or just started): either way it ends cancelled
+  for (int i = 0; i < 3; ++i) {
+    rs[size_t(i)]->wait();
+    CHECK(rs[size_t(i)]->info.reason != finish_reason::error);
+    CHECK(rs[size_t(i)]->info.reason != finish_reason::cancelled);
+  }
+  rs[3]->wait();
+  CHECK(rs[3]->info.reason == finish_reason::cancelled);
+  auto st = e->get_stats();
+  CHECK(st.kv_blocks_used == st.kv_blocks_cached);  // every sequence's own blocks came back
+  CHECK(st.kv_blocks_used <= 10);
+}
+
 namespace {
 // Counts a running stream's tokens as they come.
 class counter final : public sequence_observer {
