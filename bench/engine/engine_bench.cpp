@@ -7,6 +7,7 @@
 // prompt arrives; prints the longest gap between two tokens of a stream until that prompt's first token
 // ("gap_ms") and its time to first token ("gap_prefill_ttft_ms"), with --budget B tokens per step.
 #include <chrono>
+#include <ctime>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -99,9 +100,21 @@ void gap(eng::engine& e, int streams, int n_prompt) {
   std::vector<eng::token_id> prompt;
   for (int i = 0; i < n_prompt; ++i) prompt.push_back(eng::token_id((3000 + 53 * i) % V));
   eng::finish_info info;
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) * 1e3 + double(ts.tv_nsec) / 1e6;
+  };
+  const double c0 = cpu_now();
   const auto t0 = std::chrono::steady_clock::now();
   run(e, prompt, 1, info);
   const auto t1 = std::chrono::steady_clock::now();
+  const double c1 = cpu_now();
+  size_t steps = 0;  // steps in the window: stream 0's tokens in it
+  {
+    std::lock_guard lk(ss[0]->mu);
+    for (auto t : ss[0]->times) steps += t >= t0 && t <= t1;
+  }
   double worst = 0.0;
   for (auto& s : ss) {
     std::lock_guard lk(s->mu);
@@ -112,6 +125,9 @@ void gap(eng::engine& e, int streams, int n_prompt) {
   for (auto id : ids) e.cancel(id);
   std::printf("gap_ms %.1f (%d streams, %d-token prompt)\ngap_prefill_ttft_ms %.1f\n", worst, streams, n_prompt,
               std::chrono::duration<double, std::milli>(t1 - t0).count());
+  // CPU time (all threads, spinning included) per step while the prompt was prefilled: with 1 thread, what
+  // a step costs on an idle core whatever the machine's load.
+  if (steps > 0) std::printf("gap_cpu_ms_per_step %.1f (%zu steps)\n", (c1 - c0) / double(steps), steps);
 }
 
 int main(int argc, char** argv) {
