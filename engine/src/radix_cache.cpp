@@ -87,6 +87,21 @@ radix_cache::match radix_cache::match_prefix(std::span<const token_id> tokens, i
   return m;
 }
 
+radix_cache::partial radix_cache::match_partial(node* at, std::span<const token_id> rest, int max_tokens) {
+  partial best;
+  const int limit = std::min({max_tokens, int(rest.size()), block_tokens_ - 1});
+  if (!at || limit <= 0) return best;
+  for (auto& [first, child] : at->children) {
+    int k = 0;
+    while (k < limit && first[size_t(k)] == rest[size_t(k)]) ++k;
+    if (k > best.tokens) {
+      best.tokens = k;
+      best.block = child->blocks.front();
+    }
+  }
+  return best;
+}
+
 int radix_cache::insert(std::span<const token_id> tokens, std::span<const kv_block_id> blocks) {
   const int bt = block_tokens_;
   if (tokens.size() % size_t(bt) != 0 || tokens.size() / size_t(bt) != blocks.size())

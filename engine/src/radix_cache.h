@@ -44,6 +44,16 @@ class radix_cache {
   // used; may split a node so that `last` ends exactly at the match.
   match match_prefix(std::span<const token_id> tokens, int max_tokens);
 
+  // After a match ending at `at` (its `last`): the cached block under `at` whose tokens share the longest run
+  // with the start of `rest` (fewer than block_tokens, at most max_tokens), for copying that many positions
+  // instead of computing them. Blocks = -1 when none shares a token. The block is not pinned: copy it before
+  // anything can evict.
+  struct partial {
+    kv_block_id block = -1;
+    int tokens = 0;
+  };
+  partial match_partial(node* at, std::span<const token_id> rest, int max_tokens);
+
   // Caches `tokens` (a whole number of blocks) whose KV is in `blocks` (one per block_tokens tokens). Returns
   // how many leading blocks were already cached: the tree keeps its own for those and does not take the
   // caller's (which stay the caller's to free unless they are the very same blocks); it takes the rest.

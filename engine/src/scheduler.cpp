@@ -255,6 +255,17 @@ bool scheduler::start(sequence& s) {
   s.lock = m.last;
   s.admitted = true;
   s.n_cached = s.n_reused = s.n_shared * block_tokens_;
+  // The prompt goes on into a cached block for a few more tokens (it diverges inside it): copy those
+  // positions into this sequence's first own block instead of computing them (copy on write).
+  if (opts_.prefix_cache) {
+    const radix_cache::partial pm =
+        radix_.match_partial(s.lock, prompt.subspan(size_t(s.n_cached)), s.n_prompt - 1 - s.n_cached);
+    if (pm.tokens > 0) {
+      be_.copy_kv_block(pm.block, s.blocks[size_t(s.n_shared)], pm.tokens);
+      s.n_cached += pm.tokens;
+      s.n_reused += pm.tokens;
+    }
+  }
   s.t_start = clock_type::now();
   std::lock_guard lk(mu_);
   stats_.tokens_prefix_cached += uint64_t(s.n_reused);
@@ -262,7 +273,8 @@ bool scheduler::start(sequence& s) {
 }
 
 // Before a prefill chunk: blocks another sequence has cached since this one was admitted (it was computing
-// the same prefix) replace this one's own, and their positions count as cached.
+// the same prefix) replace this one's own, and their positions count as cached (plus a copied partial block,
+// as at admission).
 void scheduler::catch_up(sequence& s) {
   if (!opts_.prefix_cache || s.n_cached >= s.n_prompt) return;
   const std::span<const token_id> prompt(s.tokens.data(), size_t(s.n_prompt));
@@ -276,9 +288,16 @@ void scheduler::catch_up(sequence& s) {
   std::copy(m.blocks.begin(), m.blocks.end(), s.blocks.begin());
   s.n_shared = nb;
   s.lock = m.last;
-  const int gained = got - s.n_cached;
+  int now_cached = got;
+  const radix_cache::partial pm =
+      radix_.match_partial(s.lock, prompt.subspan(size_t(got)), s.n_prompt - 1 - got);
+  if (pm.tokens > 0) {  // block nb is this sequence's own and not yet written (got > n_cached)
+    be_.copy_kv_block(pm.block, s.blocks[size_t(nb)], pm.tokens);
+    now_cached += pm.tokens;
+  }
+  const int gained = now_cached - s.n_cached;
   s.n_reused += gained;
-  s.n_cached = got;
+  s.n_cached = now_cached;
   std::lock_guard lk(mu_);
   stats_.tokens_prefix_cached += uint64_t(gained);
 }

@@ -68,6 +68,29 @@ TEST_CASE("radix cache: prompts diverging mid-block share the blocks before it a
   CHECK(a.free_blocks() == 16 - 5);
 }
 
+TEST_CASE("radix cache: the partial match finds the cached block a prompt diverges in, for copying", "[radix]") {
+  block_allocator a(16);
+  radix_cache c(bt, a);
+  auto t = seq(12);
+  auto b = take(a, 3);
+  c.insert(t, b);
+  auto p = t;
+  p[6] = 500;  // diverges at position 6: block 1 ([4..7]) shares positions 4 and 5
+  auto m = c.match_prefix(p, 12);
+  REQUIRE(m.blocks.size() == 1);
+  auto pm = c.match_partial(m.last, std::span(p).subspan(4), 8);
+  CHECK(pm.block == b[1]);
+  CHECK(pm.tokens == 2);
+  CHECK(c.match_partial(m.last, std::span(p).subspan(4), 1).tokens == 1);  // the limit holds
+  auto q = t;
+  q[4] = 600;  // diverges at the block boundary: nothing to copy
+  auto mq = c.match_prefix(q, 12);
+  CHECK(c.match_partial(mq.last, std::span(q).subspan(4), 8).block == -1);
+  // Never a whole block (that is match_prefix's job): at most block_tokens - 1.
+  auto whole = c.match_prefix(seq(4), 4);
+  CHECK(c.match_partial(whole.last, std::span(t).subspan(4), 8).tokens == bt - 1);
+}
+
 TEST_CASE("radix cache: a successive longer insert extends the path; a shorter one adds nothing", "[radix]") {
   block_allocator a(16);
   radix_cache c(bt, a);

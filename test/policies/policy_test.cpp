@@ -146,6 +146,9 @@ TEST_CASE("defaults fill everything the YAML leaves out", "[policy]") {
   CHECK(m->local.chat_template.empty());
   CHECK(m->local.context_tokens == 2048);
   CHECK(m->local.max_sequences == 8);
+  CHECK(m->local.kv_cache_mib == 256);
+  CHECK(m->local.prefix_cache);
+  CHECK(m->local.step_token_budget == 32);
   CHECK(m->timeout.count() == 0);
   CHECK(m->price.input_usd == 0.0);
   CHECK(m->price.output_usd == 0.0);
@@ -721,4 +724,22 @@ TEST_CASE("retries, circuit_breaker and fallbacks load with defaults per kind", 
   REQUIRE(e.size() == 2);
   CHECK(starts_with(e[0], "8:38: 'failure_ratio' must be a fraction in 0..1"));
   CHECK(e[1].find("'window' must be between 2 and 10000") != std::string::npos);
+}
+
+TEST_CASE("the local KV cache keys are read and checked", "[policy]") {
+  auto p = load_ok(std::string(minimal) + "    kv_cache_mib: 64\n    prefix_cache: false\n    step_token_budget: 48\n");
+  const model_config* m = p->find_model("m");
+  REQUIRE(m);
+  CHECK(m->local.kv_cache_mib == 64);
+  CHECK_FALSE(m->local.prefix_cache);
+  CHECK(m->local.step_token_budget == 48);
+  auto e = errors_of(std::string(minimal) + "    kv_cache_mib: 0\n    prefix_cache: maybe\n    step_token_budget: 0\n");
+  REQUIRE(e.size() == 3);
+  CHECK(e[0].find("kv_cache_mib") != std::string::npos);
+  CHECK(e[1].find("prefix_cache") != std::string::npos);
+  CHECK(e[2].find("step_token_budget") != std::string::npos);
+  // The old key is gone, with the valid ones named.
+  auto old = errors_of(std::string(minimal) + "    prefix_cache_mib: 64\n");
+  REQUIRE(old.size() == 1);
+  CHECK(old[0].find("kv_cache_mib") != std::string::npos);
 }
