@@ -229,12 +229,14 @@ class cpu_backend final : public backend {
         // Attention block: Q/K/V rows split over threads; each thread rotates and caches its own rows.
         {
           prepared in = prepare(tid, nth, nt, x_.data(), E, L.attn_norm.data(), L.wq);
-          auto [q0, q1] = split_range(Q, tid, nth, 8);
-          auto [k0, k1] = split_range(KV, tid, nth, 8);
+          // NEOX RoPE and per-head Q/K norms read whole heads: then threads split at head boundaries.
+          const int unit = hp_.rope_neox || !L.q_norm.empty() ? hp_.head_dim : 8;
+          auto [q0, q1] = split_range(Q, tid, nth, unit);
+          auto [k0, k1] = split_range(KV, tid, nth, unit);
           matmul(L.wq, q0, q1, nt, in.xf, E, in.xq, E / qk, qkv_.data(), qkv_ld_, false);
           matmul(L.wk, k0, k1, nt, in.xf, E, in.xq, E / qk, qkv_.data() + Q, qkv_ld_, false);
           matmul(L.wv, k0, k1, nt, in.xf, E, in.xq, E / qk, qkv_.data() + Q + KV, qkv_ld_, false);
-          rope_and_store(slots, il, q0, q1, k0, k1);
+          rope_and_store(slots, L, il, q0, q1, k0, k1);
         }
         pool_.barrier();
         attention(tid, nth, slots, il);
@@ -283,6 +285,17 @@ class cpu_backend final : public backend {
 
   void rope_rotate_rows(float* v, int r0, int r1, const float* cs) const {
     const int hd = hp_.head_dim;
+    if (hp_.rope_neox) {  // (r0, r1 are head boundaries here) dimension i turns with i + n_rot / 2
+      const int half = hp_.n_rot / 2;
+      for (int h0 = r0; h0 < r1; h0 += hd) {
+        for (int i = 0; i < half; ++i) {
+          const float c = cs[2 * i], s = cs[2 * i + 1], a = v[h0 + i], b = v[h0 + i + half];
+          v[h0 + i] = a * c - b * s;
+          v[h0 + i + half] = a * s + b * c;
+        }
+      }
+      return;
+    }
     for (int r = r0 & ~1; r + 1 < r1; r += 2) {
       int j = r % hd;
       if (j >= hp_.n_rot) continue;
@@ -292,15 +305,31 @@ class cpu_backend final : public backend {
     }
   }
 
-  // Rotates this thread's Q rows [q0, q1) and K rows [k0, k1) of every token and writes its K/V rows
-  // into the cache at the token's position.
-  void rope_and_store(std::span<const token_slot> slots, int il, int q0, int q1, int k0, int k1) {
+  // x[r] += b[r] for rows [r0, r1) (an empty b: none).
+  static void add_bias(float* x, const std::vector<float>& b, int r0, int r1) {
+    if (b.empty()) return;
+    for (int r = r0; r < r1; ++r) x[r] += b[size_t(r)];
+  }
+  // RMSNorm of every head in rows [r0, r1) (head boundaries) with the weights w (head_dim).
+  void head_norm(float* x, const std::vector<float>& w, int r0, int r1) const {
+    if (w.empty()) return;
+    for (int h0 = r0; h0 < r1; h0 += hp_.head_dim) rms_norm(x + h0, w.data(), x + h0, hp_.head_dim, hp_.rms_eps);
+  }
+
+  // Adds this thread's Q/K/V biases, norms its Q/K heads (Qwen), rotates its Q rows [q0, q1) and K rows [k0, k1)
+  // of every token and writes its K/V rows into the cache at the token's position.
+  void rope_and_store(std::span<const token_slot> slots, const llama_layer& L, int il, int q0, int q1, int k0, int k1) {
     const int Q = hp_.q_dim(), KV = hp_.kv_dim();
     for (size_t t = 0; t < slots.size(); ++t) {
       const token_slot& s = slots[t];
       float* q = qkv_.data() + t * size_t(qkv_ld_);
       float* k = q + Q;
-      const float* v = k + KV;
+      float* v = k + KV;
+      add_bias(q, L.bq, q0, q1);
+      add_bias(k, L.bk, k0, k1);
+      add_bias(v, L.bv, k0, k1);
+      head_norm(q, L.q_norm, q0, q1);
+      head_norm(k, L.k_norm, k0, k1);
       const float* cs = rope_.data() + t * size_t(hp_.n_rot);
       rope_rotate_rows(q, q0, q1, cs);
       rope_rotate_rows(k, k0, k1, cs);

@@ -59,7 +59,7 @@ result<std::unique_ptr<engine>> engine::load(const load_options& opts) {
   p->model = std::move(lm->model);
   const llama_hparams& hp = p->model->hp;
   model_info& mi = p->info;
-  mi.architecture = "llama";
+  mi.architecture = p->model->arch;
   mi.name = p->model->name;
   mi.chat_template = std::string(template_name(p->format.kind));
   mi.n_vocab = hp.n_vocab;

@@ -273,8 +273,9 @@ result<void> gguf_file::parse_all() {
     }
     msg += unsupported.size() > 1 ? " are" : " is";
     msg += " not supported (supported: F32, F16, BF16, Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0)";
-    if (auto arch = find("general.architecture"); arch && arch->type == gguf_type::string && arch->str != "llama")
-      msg += "; architecture '" + std::string(arch->str) + "' is not supported either (only 'llama')";
+    if (auto arch = find("general.architecture"); arch && arch->type == gguf_type::string && arch->str != "llama" &&
+                                                                  arch->str != "qwen2" && arch->str != "qwen3")
+      msg += "; architecture '" + std::string(arch->str) + "' is not supported either (supported: llama, qwen2, qwen3)";
     return error{errc::unsupported, msg};
   }
   for (size_t i = 0; i < tensors_.size(); ++i)

@@ -59,9 +59,14 @@ result<std::unique_ptr<llama_model>> load_llama_model(std::unique_ptr<gguf_file>
   auto arch = f.get_string("general.architecture");
   if (!arch) return arch.error();
   if (!*arch) return error{errc::bad_file, "missing metadata 'general.architecture'"};
-  if (**arch != "llama") return error{errc::unsupported, "architecture '" + **arch + "' is not supported (only 'llama')"};
+  if (**arch != "llama" && **arch != "qwen2" && **arch != "qwen3")
+    return error{errc::unsupported, "architecture '" + **arch + "' is not supported (supported: llama, qwen2, qwen3)"};
+  // Hyperparameters live under the architecture's own prefix (llama.embedding_length, qwen2.embedding_length...).
+  const std::string a = **arch;
+  const std::string k = a + ".";
 
   auto m = std::make_unique<llama_model>();
+  m->arch = a;
   auto name = f.get_string("general.name");
   if (!name) return name.error();
   m->name = name->value_or("");
@@ -72,45 +77,46 @@ result<std::unique_ptr<llama_model>> load_llama_model(std::unique_ptr<gguf_file>
     if (!r) return r.error();                             \
     hp.field = *r;                                        \
   }
-  SLUICE_HP(n_embd, "llama.embedding_length", std::nullopt)
-  SLUICE_HP(n_layer, "llama.block_count", std::nullopt)
-  SLUICE_HP(n_head, "llama.attention.head_count", std::nullopt)
-  SLUICE_HP(n_head_kv, "llama.attention.head_count_kv", hp.n_head)
-  SLUICE_HP(n_ff, "llama.feed_forward_length", std::nullopt)
-  SLUICE_HP(n_ctx_train, "llama.context_length", 2048)
+  SLUICE_HP(n_embd, k + "embedding_length", std::nullopt)
+  SLUICE_HP(n_layer, k + "block_count", std::nullopt)
+  SLUICE_HP(n_head, k + "attention.head_count", std::nullopt)
+  SLUICE_HP(n_head_kv, k + "attention.head_count_kv", hp.n_head)
+  SLUICE_HP(n_ff, k + "feed_forward_length", std::nullopt)
+  SLUICE_HP(n_ctx_train, k + "context_length", 2048)
   if (hp.n_embd % hp.n_head != 0)
-    return error{errc::bad_file, "llama.embedding_length is not a multiple of llama.attention.head_count"};
-  SLUICE_HP(head_dim, "llama.attention.key_length", hp.n_embd / hp.n_head)
+    return error{errc::bad_file, k + "embedding_length is not a multiple of " + k + "attention.head_count"};
+  SLUICE_HP(head_dim, k + "attention.key_length", hp.n_embd / hp.n_head)
   {
-    auto vlen = get_hparam(f, "llama.attention.value_length", hp.head_dim);
+    auto vlen = get_hparam(f, k + "attention.value_length", hp.head_dim);
     if (!vlen) return vlen.error();
     if (*vlen != hp.head_dim)
-      return error{errc::unsupported, "llama.attention.value_length differs from key_length"};
+      return error{errc::unsupported, k + "attention.value_length differs from key_length"};
   }
-  SLUICE_HP(n_rot, "llama.rope.dimension_count", hp.head_dim)
+  SLUICE_HP(n_rot, k + "rope.dimension_count", hp.head_dim)
 #undef SLUICE_HP
   if (hp.n_head % hp.n_head_kv != 0)
-    return error{errc::bad_file, "llama.attention.head_count is not a multiple of head_count_kv"};
+    return error{errc::bad_file, k + "attention.head_count is not a multiple of head_count_kv"};
   if (hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0)
-    return error{errc::bad_file, "llama.rope.dimension_count must be even and <= the head size"};
-  if (hp.n_layer > 1024) return error{errc::bad_file, "llama.block_count is out of range"};
-  auto base = f.get_float("llama.rope.freq_base");
+    return error{errc::bad_file, k + "rope.dimension_count must be even and <= the head size"};
+  if (hp.n_layer > 1024) return error{errc::bad_file, k + "block_count is out of range"};
+  hp.rope_neox = a != "llama";
+  auto base = f.get_float(k + "rope.freq_base");
   if (!base) return base.error();
   hp.rope_freq_base = float(base->value_or(10000.0));
-  auto eps = f.get_float("llama.attention.layer_norm_rms_epsilon");
+  auto eps = f.get_float(k + "attention.layer_norm_rms_epsilon");
   if (!eps) return eps.error();
   hp.rms_eps = float(eps->value_or(1e-5));
   if (!(hp.rope_freq_base > 0.0f) || !std::isfinite(hp.rope_freq_base))
-    return error{errc::bad_file, "llama.rope.freq_base must be positive"};
+    return error{errc::bad_file, k + "rope.freq_base must be positive"};
   if (!(hp.rms_eps >= 0.0f) || !std::isfinite(hp.rms_eps))
-    return error{errc::bad_file, "llama.attention.layer_norm_rms_epsilon must be non-negative"};
-  if (auto scaling = f.get_string("llama.rope.scaling.type"); scaling && *scaling && **scaling != "none")
-    return error{errc::unsupported, "llama.rope.scaling.type '" + **scaling + "' is not supported"};
+    return error{errc::bad_file, k + "attention.layer_norm_rms_epsilon must be non-negative"};
+  if (auto scaling = f.get_string(k + "rope.scaling.type"); scaling && *scaling && **scaling != "none")
+    return error{errc::unsupported, k + "rope.scaling.type '" + **scaling + "' is not supported"};
 
   const gguf_tensor* emb = f.tensor("token_embd.weight");
   if (!emb) return error{errc::bad_file, "missing tensor 'token_embd.weight'"};
   if (emb->ne[1] > max_hparam) return error{errc::bad_file, "token_embd.weight has too many rows"};
-  auto vocab = get_hparam(f, "llama.vocab_size", int(emb->ne[1]));
+  auto vocab = get_hparam(f, k + "vocab_size", int(emb->ne[1]));
   if (!vocab) return vocab.error();
   hp.n_vocab = *vocab;
 
@@ -135,9 +141,30 @@ result<std::unique_ptr<llama_model>> load_llama_model(std::unique_ptr<gguf_file>
   m->layers.resize(size_t(hp.n_layer));
   for (int il = 0; il < hp.n_layer; ++il) {
     std::string p = "blk." + std::to_string(il) + ".";
-    for (const char* bias : {"attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias"})
-      if (f.tensor(p + bias)) return error{errc::unsupported, "tensor '" + p + bias + "' (attention bias) is not supported"};
     llama_layer& L = m->layers[size_t(il)];
+    // Q/K/V biases: Qwen 2's (an output bias nobody uses is refused rather than ignored).
+    if (f.tensor(p + "attn_output.bias"))
+      return error{errc::unsupported, "tensor '" + p + "attn_output.bias' (attention output bias) is not supported"};
+    struct { std::vector<float>* v; const char* n; int len; } biases[] = {
+        {&L.bq, "attn_q.bias", hp.q_dim()}, {&L.bk, "attn_k.bias", hp.kv_dim()}, {&L.bv, "attn_v.bias", hp.kv_dim()}};
+    for (auto& b : biases) {
+      if (!f.tensor(p + b.n)) continue;
+      if (a == "llama")
+        return error{errc::unsupported, "tensor '" + p + b.n + "' (attention bias) is not supported for llama"};
+      auto v = get_vector(f, p + b.n, b.len);
+      if (!v) return v.error();
+      *b.v = std::move(*v);
+    }
+    // Per-head Q/K norms: Qwen 3's.
+    for (auto [v, n] : {std::pair{&L.q_norm, "attn_q_norm.weight"}, std::pair{&L.k_norm, "attn_k_norm.weight"}}) {
+      if (!f.tensor(p + n)) continue;
+      if (a == "llama") return error{errc::unsupported, "tensor '" + p + n + "' (Q/K norm) is not supported for llama"};
+      auto w = get_vector(f, p + n, hp.head_dim);
+      if (!w) return w.error();
+      *v = std::move(*w);
+    }
+    if (L.q_norm.empty() != L.k_norm.empty())
+      return error{errc::bad_file, "layer " + std::to_string(il) + " has only one of attn_q_norm and attn_k_norm"};
     auto an = get_vector(f, p + "attn_norm.weight", hp.n_embd);
     if (!an) return an.error();
     L.attn_norm = std::move(*an);

@@ -25,6 +25,8 @@ struct llama_hparams {
   int n_rot = 0;     // rotated dimensions per head (<= head_dim)
   float rope_freq_base = 10000.0f;
   float rms_eps = 1e-5f;
+  // NEOX-style RoPE (Qwen): dimension i of a head turns with i + n_rot / 2, not with its neighbour.
+  bool rope_neox = false;
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }
 };
@@ -37,9 +39,12 @@ struct llama_layer {
   std::vector<float> ffn_norm;   // (n_embd)
   weight w_gate, w_up;           // (n_ff, n_embd)
   weight w_down;                 // (n_embd, n_ff)
+  std::vector<float> bq, bk, bv;      // Q/K/V biases (Qwen 2), empty when the model has none
+  std::vector<float> q_norm, k_norm;  // per-head RMSNorm of Q and K before RoPE (Qwen 3), (head_dim) or empty
 };
 
 struct llama_model {
+  std::string arch = "llama";  // general.architecture: llama, qwen2 or qwen3 (the llama pass with their extras)
   std::string name;
   llama_hparams hp;
   weight tok_embd;                 // (n_vocab, n_embd)

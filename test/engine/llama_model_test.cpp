@@ -126,3 +126,25 @@ TEST_CASE("llama: the committed tiny models load, tied and untied", "[llama_mode
   REQUIRE_FALSE(missing.has_value());
   CHECK(missing.error().code == errc::io);
 }
+
+TEST_CASE("llama: qwen2 and qwen3 files load their extras (biases, per-head Q/K norms, NEOX RoPE)", "[llama_model]") {
+  auto q2 = load_model_file(sluice::engine::test::source_dir() + "/test/engine/data/tiny-qwen2.gguf");
+  REQUIRE(q2.has_value());
+  CHECK(q2->model->arch == "qwen2");
+  CHECK(q2->model->hp.rope_neox);
+  const llama_layer& l2 = q2->model->layers[0];
+  CHECK(l2.bq.size() == size_t(q2->model->hp.q_dim()));
+  CHECK(l2.bk.size() == size_t(q2->model->hp.kv_dim()));
+  CHECK(l2.bv.size() == size_t(q2->model->hp.kv_dim()));
+  CHECK(l2.q_norm.empty());
+  auto q3 = load_model_file(sluice::engine::test::source_dir() + "/test/engine/data/tiny-qwen3.gguf");
+  REQUIRE(q3.has_value());
+  CHECK(q3->model->arch == "qwen3");
+  const llama_layer& l3 = q3->model->layers[0];
+  CHECK(l3.q_norm.size() == size_t(q3->model->hp.head_dim));
+  CHECK(l3.k_norm.size() == size_t(q3->model->hp.head_dim));
+  CHECK(l3.bq.empty());
+  auto llama = load_model_file(sluice::engine::test::source_dir() + "/test/engine/data/tiny-q8_0.gguf");
+  REQUIRE(llama.has_value());
+  CHECK_FALSE(llama->model->hp.rope_neox);
+}

@@ -612,6 +612,8 @@ std::string why_not_available() {
 
 std::unique_ptr<backend> make_backend(const llama_model& m) {
   if (const std::string why = why_not_available(); !why.empty()) throw std::runtime_error(why);
+  if (m.arch != "llama")  // (no NEOX RoPE, Q/K/V biases or Q/K norms in these kernels yet)
+    throw std::runtime_error("the CUDA backend runs the llama architecture only; this model is " + m.arch);
   return std::make_unique<cuda_backend>(m);
 }
 

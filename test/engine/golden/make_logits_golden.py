@@ -82,7 +82,7 @@ def write(name, tokens, logits, full_positions, dtype, top_k, cont_margins):
     print("wrote", name + ".logits", os.path.getsize(os.path.join(HERE, name + ".logits")), "bytes")
 
 
-TINY = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "kmix", "kmix-f32"]
+TINY = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "kmix", "kmix-f32", "qwen2", "qwen3"]
 
 
 def main():

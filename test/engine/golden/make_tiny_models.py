@@ -196,6 +196,71 @@ def write_kmix(name, twin_name):
         w.close()
 
 
+def write_qwen(arch, name):
+    """Tiny Qwen 2 (Q/K/V biases) and Qwen 3 (per-head Q/K RMSNorm) models: the llama pass with NEOX RoPE."""
+    rng = np.random.default_rng(2468)
+    toks, types, merges = vocab()
+    n_vocab = len(toks)
+    w = gguf.GGUFWriter(os.path.join(OUT, name), arch)
+    w.add_name("tiny-" + arch)
+    w.add_block_count(N_LAYER)
+    w.add_context_length(N_CTX)
+    w.add_embedding_length(N_EMBD)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_head_count_kv(N_HEAD_KV)
+    w.add_key_length(HEAD_DIM)
+    w.add_value_length(HEAD_DIM)
+    w.add_rope_freq_base(1000000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_file_type(7)  # MOSTLY_Q8_0
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(n_vocab - 3)
+    w.add_eos_token_id(n_vocab - 1)
+    w.add_add_bos_token(False)
+
+    def mat(rows, cols, scale):
+        qd = gguf.quants.quantize((rng.standard_normal((rows, cols)) * scale).astype(np.float32), Q.Q8_0)
+        return qd
+
+    def add_q(tname, rows, cols, scale):
+        qd = mat(rows, cols, scale)
+        w.add_tensor(tname, qd, raw_shape=qd.shape, raw_dtype=Q.Q8_0)
+
+    def vec(n, center, spread):
+        return (center + spread * rng.standard_normal(n)).astype(np.float32)
+
+    kv = HEAD_DIM * N_HEAD_KV
+    add_q("token_embd.weight", n_vocab, N_EMBD, 1.0)
+    w.add_tensor("output_norm.weight", vec(N_EMBD, 1.0, 0.1))
+    for i in range(N_LAYER):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", vec(N_EMBD, 1.0, 0.1))
+        add_q(p + "attn_q.weight", N_EMBD, N_EMBD, 0.4)
+        add_q(p + "attn_k.weight", kv, N_EMBD, 0.4)
+        add_q(p + "attn_v.weight", kv, N_EMBD, 0.3)
+        if arch == "qwen2":
+            w.add_tensor(p + "attn_q.bias", vec(N_EMBD, 0.0, 0.5))
+            w.add_tensor(p + "attn_k.bias", vec(kv, 0.0, 0.5))
+            w.add_tensor(p + "attn_v.bias", vec(kv, 0.0, 0.3))
+        else:
+            w.add_tensor(p + "attn_q_norm.weight", vec(HEAD_DIM, 1.0, 0.2))
+            w.add_tensor(p + "attn_k_norm.weight", vec(HEAD_DIM, 1.0, 0.2))
+        add_q(p + "attn_output.weight", N_EMBD, N_EMBD, 0.15)
+        w.add_tensor(p + "ffn_norm.weight", vec(N_EMBD, 1.0, 0.1))
+        add_q(p + "ffn_gate.weight", N_FF, N_EMBD, 0.3)
+        add_q(p + "ffn_up.weight", N_FF, N_EMBD, 0.3)
+        add_q(p + "ffn_down.weight", N_EMBD, N_FF, 0.1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 MODELS = [(Q.F32, "tiny-f32.gguf", False), (Q.F16, "tiny-f16.gguf", True), (Q.BF16, "tiny-bf16.gguf", False),
           (Q.Q8_0, "tiny-q8_0.gguf", True), (Q.Q4_0, "tiny-q4_0.gguf", False), (Q.Q4_1, "tiny-q4_1.gguf", True),
           (Q.Q5_0, "tiny-q5_0.gguf", False), (Q.Q5_1, "tiny-q5_1.gguf", True)]
@@ -206,5 +271,7 @@ if __name__ == "__main__":
         write(qt, name, tie)
         print("wrote", name, os.path.getsize(os.path.join(OUT, name)), "bytes")
     write_kmix("tiny-kmix.gguf", "tiny-kmix-f32.gguf")
-    for name in ("tiny-kmix.gguf", "tiny-kmix-f32.gguf"):
+    write_qwen("qwen2", "tiny-qwen2.gguf")
+    write_qwen("qwen3", "tiny-qwen3.gguf")
+    for name in ("tiny-kmix.gguf", "tiny-kmix-f32.gguf", "tiny-qwen2.gguf", "tiny-qwen3.gguf"):
         print("wrote", name, os.path.getsize(os.path.join(OUT, name)), "bytes")

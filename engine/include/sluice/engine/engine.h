@@ -58,7 +58,7 @@ struct load_options {
 };
 
 struct model_info {
-  std::string architecture;  // "llama"
+  std::string architecture;  // "llama", "qwen2" or "qwen3"
   std::string name;          // general.name
   std::string chat_template; // the template in use: "chatml", "llama3"
   int n_vocab = 0, n_ctx_train = 0, n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_ff = 0;
