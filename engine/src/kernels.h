@@ -41,7 +41,7 @@ inline bool is_extra_quant(tensor_type t) {
 // dot(W row, x) for one row of an extra type against k / 32 blocks of Q8 activations.
 float dot_row_extra(tensor_type t, const uint8_t* w, const block_q8_act* x, int k);
 void matmul_extra(const matmul_args& m);
-void matmul_extra_avx2(const matmul_args& m);  // Q5_0, Q4_K, Q6_K in AVX2 (kernels_kquants_avx2.cpp); AVX2 CPUs only
+void matmul_extra_avx2(const matmul_args& m);  // the same in AVX2 (kernels_kquants_avx2.cpp); AVX2 CPUs only
 void dequantize_row_extra(tensor_type t, const uint8_t* src, float* dst, int k);
 
 struct kernel_table {

@@ -1,4 +1,4 @@
-// AVX2 dot products for Q5_0, Q4_K and Q6_K weights against Q8 activations (the bulk of a Q4_K_M file): the
+// AVX2 dot products for Q5_0, Q5_1, Q4_K, Q5_K and Q6_K weights against Q8 activations: the
 // same arithmetic as kernels_kquants.cpp, 32 weights per instruction group, float sums in another order.
 // Compiled with -mavx2 -mfma -mf16c (CMake: *_avx2.cpp) and called only where the CPU has them.
 #include <immintrin.h>
@@ -54,21 +54,55 @@ float dot_q5_0(const uint8_t* w, const block_q8_act* x, int nb) {
   return hsum(acc);
 }
 
-float dot_q4_k(const uint8_t* w, const block_q8_act* x, int nsb) {
+float dot_q5_1(const uint8_t* w, const block_q8_act* x, int nb) {
   __m256 acc = _mm256_setzero_ps();
   float mins = 0.0f;
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i low4 = _mm256_set1_epi8(0x0F), bit5 = _mm256_set1_epi8(0x10);
+  for (int b = 0; b < nb; ++b) {
+    block_q5_1 blk;
+    std::memcpy(&blk, w + size_t(b) * sizeof blk, sizeof blk);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), low4);
+    uint32_t qh;
+    std::memcpy(&qh, blk.qh, 4);
+    q = _mm256_or_si256(q, _mm256_and_si256(bytes_from_bits(qh), bit5));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk.d) * x[b].d), _mm256_cvtepi32_ps(dot_u8_s8(q, load32(x[b].qs))), acc);
+    mins += half(blk.m) * x[b].s;
+  }
+  return hsum(acc) + mins;
+}
+
+// Q4_K and Q5_K (five: the fifth bit of element 64c + l is bit 2c of qh[l], of 64c + 32 + l bit 2c + 1).
+template <bool five>
+float dot_q45_k(const uint8_t* w, const block_q8_act* x, int nsb) {
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0.0f;
+  const __m256i low4 = _mm256_set1_epi8(0x0F), bit5 = _mm256_set1_epi8(0x10);
   for (int sb = 0; sb < nsb; ++sb) {
-    const block_q4_k& blk = reinterpret_cast<const block_q4_k*>(w)[sb];
-    const float d = half(blk.d), dmin = half(blk.dmin);
+    const uint8_t *scales, *qs, *qhp = nullptr;
+    uint16_t dh, mh;
+    if constexpr (five) {
+      const block_q5_k& blk = reinterpret_cast<const block_q5_k*>(w)[sb];
+      scales = blk.scales, qs = blk.qs, qhp = blk.qh, dh = blk.d, mh = blk.dmin;
+    } else {
+      const block_q4_k& blk = reinterpret_cast<const block_q4_k*>(w)[sb];
+      scales = blk.scales, qs = blk.qs, dh = blk.d, mh = blk.dmin;
+    }
+    const float d = half(dh), dmin = half(mh);
     const block_q8_act* a = x + 8 * sb;
+    __m256i qh = five ? load32(qhp) : _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
-      const __m256i bytes = load32(blk.qs + 32 * c);
-      const __m256i lo = _mm256_and_si256(bytes, low4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+      const __m256i bytes = load32(qs + 32 * c);
+      __m256i lo = _mm256_and_si256(bytes, low4);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+      if constexpr (five) {  // bit 2c of qh -> bit 4 of lo, bit 2c + 1 -> bit 4 of hi; then shift qh down by 2
+        lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4), bit5));
+        hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(qh, 3), bit5));
+        qh = _mm256_srli_epi16(qh, 2);
+      }
       uint8_t sc0, m0, sc1, m1;
-      k_scale_min(2 * c, blk.scales, sc0, m0);
-      k_scale_min(2 * c + 1, blk.scales, sc1, m1);
+      k_scale_min(2 * c, scales, sc0, m0);
+      k_scale_min(2 * c + 1, scales, sc1, m1);
       const block_q8_act& a0 = a[2 * c];
       const block_q8_act& a1 = a[2 * c + 1];
       acc = _mm256_fmadd_ps(_mm256_set1_ps(d * float(sc0) * a0.d), _mm256_cvtepi32_ps(dot_u8_s8(lo, load32(a0.qs))), acc);
@@ -122,7 +156,9 @@ void matmul_extra_avx2(const matmul_args& m) {
   int n = 0;
   switch (m.type) {
     case tensor_type::q5_0: dot = dot_q5_0, n = m.k / qk; break;
-    case tensor_type::q4_k: dot = dot_q4_k, n = m.k / qk_k; break;
+    case tensor_type::q5_1: dot = dot_q5_1, n = m.k / qk; break;
+    case tensor_type::q4_k: dot = dot_q45_k<false>, n = m.k / qk_k; break;
+    case tensor_type::q5_k: dot = dot_q45_k<true>, n = m.k / qk_k; break;
     case tensor_type::q6_k: dot = dot_q6_k, n = m.k / qk_k; break;
     default: return matmul_extra(m);
   }
