@@ -137,10 +137,9 @@ float dot_row_extra(tensor_type t, const uint8_t* w, const block_q8_act* x, int 
 }
 
 void matmul_extra(const matmul_args& m) {
-  for (int t = 0; t < m.nt; ++t) {
-    const block_q8_act* xq = m.xq + size_t(t) * m.ldxq;
-    for (int r = m.r0; r < m.r1; ++r) {
-      const float v = dot_row_extra(m.type, m.w + size_t(r) * m.row_bytes, xq, m.k);
+  for (int r = m.r0; r < m.r1; ++r) {  // row-major: a row stays in cache while every token of a chunk reads it
+    for (int t = 0; t < m.nt; ++t) {
+      const float v = dot_row_extra(m.type, m.w + size_t(r) * m.row_bytes, m.xq + size_t(t) * m.ldxq, m.k);
       float& out = m.y[size_t(t) * m.ldy + r];
       out = m.accumulate ? out + v : v;
     }

@@ -3,6 +3,7 @@
 // Compiled with -mavx2 -mfma -mf16c (CMake: *_avx2.cpp) and called only where the CPU has them.
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstring>
 
 #include "kernels.h"
@@ -39,17 +40,20 @@ float dot_q5_0(const uint8_t* w, const block_q8_act* x, int nb) {
   __m256 acc = _mm256_setzero_ps();
   const __m256i low4 = _mm256_set1_epi8(0x0F), bit5 = _mm256_set1_epi8(0x10), sixteen = _mm256_set1_epi8(16);
   for (int b = 0; b < nb; ++b) {
-    block_q5_0 blk;
-    std::memcpy(&blk, w + size_t(b) * sizeof blk, sizeof blk);
-    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+    // Fields read in place (a copy of the block to the stack first would stall the vector load on store
+    // forwarding).
+    const uint8_t* blk = w + size_t(b) * sizeof(block_q5_0);
+    uint16_t dh;
+    uint32_t qh;
+    std::memcpy(&dh, blk + offsetof(block_q5_0, d), 2);
+    std::memcpy(&qh, blk + offsetof(block_q5_0, qh), 4);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(block_q5_0, qs)));
     __m256i q = _mm256_set_m128i(_mm_srli_epi16(qs, 4), qs);  // elements 0..15 low nibbles, 16..31 high
     q = _mm256_and_si256(q, low4);
-    uint32_t qh;
-    std::memcpy(&qh, blk.qh, 4);
     q = _mm256_or_si256(q, _mm256_and_si256(bytes_from_bits(qh), bit5));
     const __m256i a = load32(x[b].qs);
     const __m256i s = _mm256_sub_epi32(dot_u8_s8(q, a), dot_u8_s8(sixteen, a));  // (q - 16) * a
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk.d) * x[b].d), _mm256_cvtepi32_ps(s), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(dh) * x[b].d), _mm256_cvtepi32_ps(s), acc);
   }
   return hsum(acc);
 }
@@ -59,15 +63,17 @@ float dot_q5_1(const uint8_t* w, const block_q8_act* x, int nb) {
   float mins = 0.0f;
   const __m256i low4 = _mm256_set1_epi8(0x0F), bit5 = _mm256_set1_epi8(0x10);
   for (int b = 0; b < nb; ++b) {
-    block_q5_1 blk;
-    std::memcpy(&blk, w + size_t(b) * sizeof blk, sizeof blk);
-    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
-    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), low4);
+    const uint8_t* blk = w + size_t(b) * sizeof(block_q5_1);  // (in place, as in dot_q5_0)
+    uint16_t dh, mh;
     uint32_t qh;
-    std::memcpy(&qh, blk.qh, 4);
+    std::memcpy(&dh, blk + offsetof(block_q5_1, d), 2);
+    std::memcpy(&mh, blk + offsetof(block_q5_1, m), 2);
+    std::memcpy(&qh, blk + offsetof(block_q5_1, qh), 4);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(block_q5_1, qs)));
+    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), low4);
     q = _mm256_or_si256(q, _mm256_and_si256(bytes_from_bits(qh), bit5));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(blk.d) * x[b].d), _mm256_cvtepi32_ps(dot_u8_s8(q, load32(x[b].qs))), acc);
-    mins += half(blk.m) * x[b].s;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(dh) * x[b].d), _mm256_cvtepi32_ps(dot_u8_s8(q, load32(x[b].qs))), acc);
+    mins += half(mh) * x[b].s;
   }
   return hsum(acc) + mins;
 }
@@ -162,10 +168,10 @@ void matmul_extra_avx2(const matmul_args& m) {
     case tensor_type::q6_k: dot = dot_q6_k, n = m.k / qk_k; break;
     default: return matmul_extra(m);
   }
-  for (int t = 0; t < m.nt; ++t) {
-    const block_q8_act* xq = m.xq + size_t(t) * m.ldxq;
-    for (int r = m.r0; r < m.r1; ++r) {
-      const float v = dot(m.w + size_t(r) * m.row_bytes, xq, n);
+  for (int r = m.r0; r < m.r1; ++r) {  // row-major: a row stays in L1 while every token of a chunk reads it
+    const uint8_t* row = m.w + size_t(r) * m.row_bytes;
+    for (int t = 0; t < m.nt; ++t) {
+      const float v = dot(row, m.xq + size_t(t) * m.ldxq, n);
       float& out = m.y[size_t(t) * m.ldy + r];
       out = m.accumulate ? out + v : v;
     }
