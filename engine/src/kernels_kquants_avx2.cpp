@@ -156,8 +156,56 @@ float dot_q6_k(const uint8_t* w, const block_q8_act* x, int nsb) {
 
 }  // namespace
 
+// Q5_0 / Q5_1 rows against N tokens at once: each weight block is unpacked once for all N (prefill), where
+// dot_q5_0 / dot_q5_1 unpack it per token. Same arithmetic per (row, token) as those.
+template <bool one, int N>
+void rows_q5_tokens(const matmul_args& m, int r, int t0) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), bit5 = _mm256_set1_epi8(0x10), sixteen = _mm256_set1_epi8(16);
+  const uint8_t* row = m.w + size_t(r) * m.row_bytes;
+  const size_t block_bytes = one ? sizeof(block_q5_1) : sizeof(block_q5_0);
+  __m256 acc[N];
+  float mins[N];
+  for (int j = 0; j < N; ++j) acc[j] = _mm256_setzero_ps(), mins[j] = 0.0f;
+  for (int b = 0; b < m.k / qk; ++b) {
+    const uint8_t* blk = row + size_t(b) * block_bytes;
+    uint16_t dh, mh = 0;
+    uint32_t qh;
+    std::memcpy(&dh, blk, 2);
+    if (one) std::memcpy(&mh, blk + 2, 2);
+    std::memcpy(&qh, blk + (one ? 4 : 2), 4);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (one ? 8 : 6)));
+    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), low4);
+    q = _mm256_or_si256(q, _mm256_and_si256(bytes_from_bits(qh), bit5));
+    const float d = half(dh), mf = half(mh);
+    for (int j = 0; j < N; ++j) {
+      const block_q8_act& a = m.xq[size_t(t0 + j) * m.ldxq + b];
+      const __m256i av = load32(a.qs);
+      __m256i s = dot_u8_s8(q, av);
+      if (!one) s = _mm256_sub_epi32(s, dot_u8_s8(sixteen, av));
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(s), acc[j]);
+      if (one) mins[j] += mf * a.s;
+    }
+  }
+  for (int j = 0; j < N; ++j) {
+    const float v = hsum(acc[j]) + mins[j];
+    float& out = m.y[size_t(t0 + j) * m.ldy + r];
+    out = m.accumulate ? out + v : v;
+  }
+}
+
+template <bool one>
+void matmul_q5(const matmul_args& m) {
+  for (int r = m.r0; r < m.r1; ++r) {
+    int t = 0;
+    for (; t + 4 <= m.nt; t += 4) rows_q5_tokens<one, 4>(m, r, t);
+    for (; t < m.nt; ++t) rows_q5_tokens<one, 1>(m, r, t);
+  }
+}
+
 // The AVX2 version of matmul_extra for the types it has; the others go to the portable code.
 void matmul_extra_avx2(const matmul_args& m) {
+  if (m.nt > 1 && m.type == tensor_type::q5_0) return matmul_q5<false>(m);
+  if (m.nt > 1 && m.type == tensor_type::q5_1) return matmul_q5<true>(m);
   float (*dot)(const uint8_t*, const block_q8_act*, int) = nullptr;
   int n = 0;
   switch (m.type) {

@@ -155,10 +155,11 @@ TEST_CASE("k-quants: dot products against Q8 activations match the dequantized r
       auto row = random_row(t, k, rng);
       w.insert(w.end(), row.begin(), row.end());
     }
-    std::vector<float> x(size_t(3) * k);
+    const int tokens = 6;  // a group of 4 (the SIMD code unpacks each block once for 4 tokens) and a rest
+    std::vector<float> x(size_t(tokens) * k);
     for (float& v : x) v = nd(rng);
-    std::vector<block_q8_act> xq(size_t(3) * (k / qk));
-    for (int tok = 0; tok < 3; ++tok) scalar_kernels().quantize_q8(&x[size_t(tok) * k], &xq[size_t(tok) * (k / qk)], k);
+    std::vector<block_q8_act> xq(size_t(tokens) * (k / qk));
+    for (int tok = 0; tok < tokens; ++tok) scalar_kernels().quantize_q8(&x[size_t(tok) * k], &xq[size_t(tok) * (k / qk)], k);
     matmul_args m;
     m.type = t;
     m.w = w.data();
@@ -166,24 +167,24 @@ TEST_CASE("k-quants: dot products against Q8 activations match the dequantized r
     m.k = k;
     m.r0 = 0;
     m.r1 = rows;
-    m.nt = 3;
+    m.nt = tokens;
     m.xq = xq.data();
     m.ldxq = k / qk;
     m.ldy = rows;
-    std::vector<float> ys(size_t(3) * rows);
+    std::vector<float> ys(size_t(tokens) * rows);
     m.y = ys.data();
     scalar_kernels().matmul(m);
     std::vector<std::vector<float>> simd;  // every SIMD table this CPU runs (Q5_0, Q4_K, Q6_K have SIMD code)
     for (const kernel_table* kt : {avx2_kernels(), vnni_kernels(), &cpu_kernels()}) {
       if (!kt || (kt != &cpu_kernels() && kt == &scalar_kernels())) continue;
       if (kt == vnni_kernels() && &cpu_kernels() != vnni_kernels()) continue;  // (not runnable here)
-      std::vector<float> y(size_t(3) * rows, 1.0f);
+      std::vector<float> y(size_t(tokens) * rows, 1.0f);
       m.y = y.data();
       kt->matmul(m);
       simd.push_back(std::move(y));
     }
     std::vector<float> deq(static_cast<size_t>(k));
-    for (int tok = 0; tok < 3; ++tok) {
+    for (int tok = 0; tok < tokens; ++tok) {
       for (int r = 0; r < rows; ++r) {
         dequantize_row(t, w.data() + size_t(r) * m.row_bytes, deq.data(), k);
         double ref = 0.0, norm = 0.0;
