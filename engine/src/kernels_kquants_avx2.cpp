@@ -3,7 +3,6 @@
 // Compiled with -mavx2 -mfma -mf16c (CMake: *_avx2.cpp) and called only where the CPU has them.
 #include <immintrin.h>
 
-#include <cstddef>
 #include <cstring>
 
 #include "kernels.h"
@@ -34,48 +33,6 @@ inline __m256i bytes_from_bits(uint32_t bits) {
   const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
   const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(int(bits)), which_byte);
   return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-}
-
-float dot_q5_0(const uint8_t* w, const block_q8_act* x, int nb) {
-  __m256 acc = _mm256_setzero_ps();
-  const __m256i low4 = _mm256_set1_epi8(0x0F), bit5 = _mm256_set1_epi8(0x10), sixteen = _mm256_set1_epi8(16);
-  for (int b = 0; b < nb; ++b) {
-    // Fields read in place (a copy of the block to the stack first would stall the vector load on store
-    // forwarding).
-    const uint8_t* blk = w + size_t(b) * sizeof(block_q5_0);
-    uint16_t dh;
-    uint32_t qh;
-    std::memcpy(&dh, blk + offsetof(block_q5_0, d), 2);
-    std::memcpy(&qh, blk + offsetof(block_q5_0, qh), 4);
-    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(block_q5_0, qs)));
-    __m256i q = _mm256_set_m128i(_mm_srli_epi16(qs, 4), qs);  // elements 0..15 low nibbles, 16..31 high
-    q = _mm256_and_si256(q, low4);
-    q = _mm256_or_si256(q, _mm256_and_si256(bytes_from_bits(qh), bit5));
-    const __m256i a = load32(x[b].qs);
-    const __m256i s = _mm256_sub_epi32(dot_u8_s8(q, a), dot_u8_s8(sixteen, a));  // (q - 16) * a
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(dh) * x[b].d), _mm256_cvtepi32_ps(s), acc);
-  }
-  return hsum(acc);
-}
-
-float dot_q5_1(const uint8_t* w, const block_q8_act* x, int nb) {
-  __m256 acc = _mm256_setzero_ps();
-  float mins = 0.0f;
-  const __m256i low4 = _mm256_set1_epi8(0x0F), bit5 = _mm256_set1_epi8(0x10);
-  for (int b = 0; b < nb; ++b) {
-    const uint8_t* blk = w + size_t(b) * sizeof(block_q5_1);  // (in place, as in dot_q5_0)
-    uint16_t dh, mh;
-    uint32_t qh;
-    std::memcpy(&dh, blk + offsetof(block_q5_1, d), 2);
-    std::memcpy(&mh, blk + offsetof(block_q5_1, m), 2);
-    std::memcpy(&qh, blk + offsetof(block_q5_1, qh), 4);
-    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + offsetof(block_q5_1, qs)));
-    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), low4);
-    q = _mm256_or_si256(q, _mm256_and_si256(bytes_from_bits(qh), bit5));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(dh) * x[b].d), _mm256_cvtepi32_ps(dot_u8_s8(q, load32(x[b].qs))), acc);
-    mins += half(mh) * x[b].s;
-  }
-  return hsum(acc) + mins;
 }
 
 // Q4_K and Q5_K (five: the fifth bit of element 64c + l is bit 2c of qh[l], of 64c + 32 + l bit 2c + 1).
@@ -156,8 +113,9 @@ float dot_q6_k(const uint8_t* w, const block_q8_act* x, int nsb) {
 
 }  // namespace
 
-// Q5_0 / Q5_1 rows against N tokens at once: each weight block is unpacked once for all N (prefill), where
-// dot_q5_0 / dot_q5_1 unpack it per token. Same arithmetic per (row, token) as those.
+// Q5_0 / Q5_1 rows against N tokens at once: each weight block is unpacked once for all N (prefill: 4; decode
+// and the rest: 1). Block fields are read in place: a copy of the block to the stack first would stall the
+// vector load on store forwarding.
 template <bool one, int N>
 void rows_q5_tokens(const matmul_args& m, int r, int t0) {
   const __m256i low4 = _mm256_set1_epi8(0x0F), bit5 = _mm256_set1_epi8(0x10), sixteen = _mm256_set1_epi8(16);
@@ -204,13 +162,11 @@ void matmul_q5(const matmul_args& m) {
 
 // The AVX2 version of matmul_extra for the types it has; the others go to the portable code.
 void matmul_extra_avx2(const matmul_args& m) {
-  if (m.nt > 1 && m.type == tensor_type::q5_0) return matmul_q5<false>(m);
-  if (m.nt > 1 && m.type == tensor_type::q5_1) return matmul_q5<true>(m);
+  if (m.type == tensor_type::q5_0) return matmul_q5<false>(m);
+  if (m.type == tensor_type::q5_1) return matmul_q5<true>(m);
   float (*dot)(const uint8_t*, const block_q8_act*, int) = nullptr;
   int n = 0;
   switch (m.type) {
-    case tensor_type::q5_0: dot = dot_q5_0, n = m.k / qk; break;
-    case tensor_type::q5_1: dot = dot_q5_1, n = m.k / qk; break;
     case tensor_type::q4_k: dot = dot_q45_k<false>, n = m.k / qk_k; break;
     case tensor_type::q5_k: dot = dot_q45_k<true>, n = m.k / qk_k; break;
     case tensor_type::q6_k: dot = dot_q6_k, n = m.k / qk_k; break;

@@ -27,10 +27,7 @@ bool same_backend(const policies::model_config& a, const policies::model_config&
   if (a.kind != b.kind) return false;
   switch (a.kind) {
     case policies::model_kind::local:
-      return a.local.gguf_path == b.local.gguf_path && a.local.chat_template == b.local.chat_template &&
-             a.local.threads == b.local.threads && a.local.context_tokens == b.local.context_tokens &&
-             a.local.max_sequences == b.local.max_sequences && a.local.kv_cache_mib == b.local.kv_cache_mib &&
-             a.local.prefix_cache == b.local.prefix_cache && a.local.step_token_budget == b.local.step_token_budget;
+      return a.local == b.local;  // every field the engine is loaded with
     case policies::model_kind::task:
       return false;  // (a task model file may have been rewritten by sluice distill: always reloaded)
     default:

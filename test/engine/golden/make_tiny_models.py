@@ -41,10 +41,23 @@ def vocab():
     return toks, types, merges
 
 
-def write(qtype, name, tie):
-    rng = np.random.default_rng(1234)
+def add_vocab(w, pre):
+    """The tiny byte-level BPE vocabulary (vocab()) with BOS/EOS ids, as every tiny model stores it."""
     toks, types, merges = vocab()
     n_vocab = len(toks)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(n_vocab - 3)
+    w.add_eos_token_id(n_vocab - 1)
+    w.add_add_bos_token(False)
+
+
+def write(qtype, name, tie):
+    rng = np.random.default_rng(1234)
+    n_vocab = len(vocab()[0])
     w = gguf.GGUFWriter(os.path.join(OUT, name), "llama")
     w.add_name("tiny-" + qtype.name.lower())
     w.add_block_count(N_LAYER)
@@ -58,14 +71,7 @@ def write(qtype, name, tie):
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(n_vocab)
     w.add_file_type(int(qtype) if qtype not in (Q.F32, Q.F16, Q.BF16) else {Q.F32: 0, Q.F16: 1, Q.BF16: 32}[qtype])
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
-    w.add_token_list(toks)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(n_vocab - 3)
-    w.add_eos_token_id(n_vocab - 1)
-    w.add_add_bos_token(False)
+    add_vocab(w, "smollm")
     w.add_chat_template("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}")
 
     def mat(rows, cols, scale):
@@ -133,8 +139,7 @@ def random_k_blocks(rng, rows, cols, qt, scale):
 
 def write_kmix(name, twin_name):
     rng = np.random.default_rng(4321)
-    toks, types, merges = vocab()
-    n_vocab = len(toks)
+    n_vocab = len(vocab()[0])
     writers = [(gguf.GGUFWriter(os.path.join(OUT, name), "llama"), False),
                (gguf.GGUFWriter(os.path.join(OUT, twin_name), "llama"), True)]
     head_dim = K_EMBD // N_HEAD
@@ -151,14 +156,7 @@ def write_kmix(name, twin_name):
         w.add_layer_norm_rms_eps(1e-5)
         w.add_vocab_size(n_vocab)
         w.add_file_type(0 if twin else 15)  # 15: MOSTLY_Q4_K_M
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("smollm")
-        w.add_token_list(toks)
-        w.add_token_types(types)
-        w.add_token_merges(merges)
-        w.add_bos_token_id(n_vocab - 3)
-        w.add_eos_token_id(n_vocab - 1)
-        w.add_add_bos_token(False)
+        add_vocab(w, "smollm")
 
     def add(tname, rows, cols, scale):
         kind = tname.split(".")[-2]
@@ -199,8 +197,7 @@ def write_kmix(name, twin_name):
 def write_qwen(arch, name):
     """Tiny Qwen 2 (Q/K/V biases) and Qwen 3 (per-head Q/K RMSNorm) models: the llama pass with NEOX RoPE."""
     rng = np.random.default_rng(2468)
-    toks, types, merges = vocab()
-    n_vocab = len(toks)
+    n_vocab = len(vocab()[0])
     w = gguf.GGUFWriter(os.path.join(OUT, name), arch)
     w.add_name("tiny-" + arch)
     w.add_block_count(N_LAYER)
@@ -214,14 +211,7 @@ def write_qwen(arch, name):
     w.add_rope_freq_base(1000000.0)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(7)  # MOSTLY_Q8_0
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2")
-    w.add_token_list(toks)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(n_vocab - 3)
-    w.add_eos_token_id(n_vocab - 1)
-    w.add_add_bos_token(False)
+    add_vocab(w, "qwen2")
 
     def mat(rows, cols, scale):
         qd = gguf.quants.quantize((rng.standard_normal((rows, cols)) * scale).astype(np.float32), Q.Q8_0)

@@ -78,6 +78,7 @@ struct local_model_config {
   bool prefix_cache = true;    // prompts starting with cached tokens read their KV instead of computing it
   int step_token_budget = 32;  // tokens per step while streams decode (bounds their token gaps)
   std::string device = "cpu";  // cpu | cuda | auto (docs/engine.md, "CUDA backend")
+  bool operator==(const local_model_config&) const = default;  // (a reload keeps an engine whose entry is equal)
 };
 
 // Retries of one model's failed attempts (connect failures, resets and 5xx before any byte of an answer, 429),
