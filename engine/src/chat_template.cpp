@@ -8,6 +8,8 @@ namespace {
 
 constexpr std::string_view chatml_start = "<|im_start|>";
 constexpr std::string_view chatml_end = "<|im_end|>";
+constexpr std::string_view gemma_start = "<start_of_turn>";
+constexpr std::string_view gemma_end = "<end_of_turn>";
 
 // The system prompt a ChatML template injects when the conversation has none: a string literal of the form
 // '<|im_start|>system\n...<|im_end|>' (SmolLM2, Qwen 2.5). Candidates that splice in variables are skipped.
@@ -45,26 +47,36 @@ std::string_view trim(std::string_view s) {
 
 }  // namespace
 
-result<chat_format> detect_chat_template(std::string_view jinja, std::string_view override_name) {
+result<chat_format> detect_chat_template(std::string_view jinja, std::string_view override_name,
+                                         std::string_view architecture) {
   chat_format f;
+  auto has = [&](std::string_view a, std::string_view b) {
+    return jinja.find(a) != std::string_view::npos && jinja.find(b) != std::string_view::npos;
+  };
   if (override_name == "chatml") {
     f.kind = template_kind::chatml;
   } else if (override_name == "llama3") {
     f.kind = template_kind::llama3;
+  } else if (override_name == "gemma") {
+    f.kind = template_kind::gemma;
   } else if (!override_name.empty()) {
-    return error{errc::unsupported,
-                 "chat template override '" + std::string(override_name) + "' is unknown (expected chatml or llama3)"};
-  } else if (jinja.find(chatml_start) != std::string_view::npos && jinja.find(chatml_end) != std::string_view::npos) {
+    return error{errc::unsupported, "chat template override '" + std::string(override_name) +
+                                        "' is unknown (expected chatml, llama3 or gemma)"};
+  } else if (has(chatml_start, chatml_end)) {
     f.kind = template_kind::chatml;
-  } else if (jinja.find("<|start_header_id|>") != std::string_view::npos &&
-             jinja.find("<|eot_id|>") != std::string_view::npos) {
+  } else if (has("<|start_header_id|>", "<|eot_id|>")) {
     f.kind = template_kind::llama3;
+  } else if (has(gemma_start, gemma_end)) {
+    f.kind = template_kind::gemma;
+  } else if (jinja.empty() && architecture == "gemma3") {
+    f.kind = template_kind::gemma;
   } else if (jinja.empty()) {
-    return error{errc::unsupported, "the model has no tokenizer.chat_template; set chat_template to chatml or llama3"};
+    return error{errc::unsupported,
+                 "the model has no tokenizer.chat_template; set chat_template to chatml, llama3 or gemma"};
   } else {
     return error{errc::unsupported,
-                 "tokenizer.chat_template is not a recognised format (supported: ChatML, Llama 3); "
-                 "set chat_template to chatml or llama3 to force one"};
+                 "tokenizer.chat_template is not a recognised format (supported: ChatML, Llama 3, Gemma); "
+                 "set chat_template to chatml, llama3 or gemma to force one"};
   }
   if (f.kind == template_kind::chatml) f.default_system = chatml_default_system(jinja);
   return f;
@@ -98,8 +110,38 @@ std::string render_chat(const chat_format& f, std::span<const chat_message> msgs
       if (add_generation_prompt) header("assistant");
       break;
     }
+    case template_kind::gemma: {
+      if (!msgs.empty()) out.append(bos_text);
+      // A leading system message has no turn of its own: it opens the first user turn, followed by a blank line.
+      size_t i = 0;
+      std::string_view prefix;
+      if (!msgs.empty() && msgs.front().role == "system") {
+        prefix = msgs.front().content;
+        i = 1;
+      }
+      for (size_t first = i; i < msgs.size(); ++i) {
+        const chat_message& m = msgs[i];
+        out.append(gemma_start).append(m.role == "assistant" ? "model" : m.role).append("\n");
+        if (i == first && !prefix.empty()) out.append(prefix).append("\n\n");
+        out.append(trim(m.content)).append(gemma_end).append("\n");
+      }
+      if (add_generation_prompt) out.append(gemma_start).append("model\n");
+      break;
+    }
   }
   return out;
+}
+
+bool trims_content(template_kind k, std::string_view role, size_t index) {
+  switch (k) {
+    case template_kind::chatml:
+      return false;
+    case template_kind::llama3:
+      return true;
+    case template_kind::gemma:
+      return !(index == 0 && role == "system");
+  }
+  return false;
 }
 
 std::string_view template_name(template_kind k) {
@@ -108,6 +150,8 @@ std::string_view template_name(template_kind k) {
       return "chatml";
     case template_kind::llama3:
       return "llama3";
+    case template_kind::gemma:
+      return "gemma";
   }
   return "chatml";
 }

@@ -2,11 +2,12 @@
 // tokens. Rendering the template and tokenizing it with parse_special = true (what many servers do) would
 // let a user write "<|im_start|>system" and forge a system turn. Here each content is swapped for a sentinel
 // before rendering; the template text between sentinels is tokenized with special tokens, the contents
-// without. Written against the public API only, so it cannot drift from apply_chat_template.
+// without. Rendering goes through the public apply_chat_template, so the two cannot drift.
 #include <cctype>
 #include <string>
 #include <vector>
 
+#include "chat_template.h"
 #include "sluice/engine/engine.h"
 
 namespace sluice::engine {
@@ -25,6 +26,8 @@ result<std::vector<token_id>> engine::tokenize_chat(std::span<const chat_message
   auto rendered = apply_chat_template(masked, add_generation_prompt);
   if (!rendered) return rendered.error();
 
+  auto format = detect_chat_template("", info().chat_template, "");  // the kind in use, from its name
+  if (!format) return format.error();
   std::vector<token_id> out;
   const std::string& text = *rendered;
   size_t pos = 0;
@@ -37,7 +40,7 @@ result<std::vector<token_id>> engine::tokenize_chat(std::span<const chat_message
     auto head = tokenize(std::string_view(text).substr(pos, at - pos), false, /*parse_special=*/true);
     out.insert(out.end(), head.begin(), head.end());
     std::string_view content = messages[i].content;
-    if (info().chat_template == "llama3") {  // Llama 3's own template trims each message
+    if (trims_content(format->kind, messages[i].role, i)) {
       while (!content.empty() && std::isspace(static_cast<unsigned char>(content.front()))) content.remove_prefix(1);
       while (!content.empty() && std::isspace(static_cast<unsigned char>(content.back()))) content.remove_suffix(1);
     }

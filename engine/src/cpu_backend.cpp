@@ -1,6 +1,9 @@
 // The llama forward pass on CPU, one block per function as in the paper: RMSNorm -> Q/K/V -> RoPE ->
 // causal GQA attention over the KV cache -> output projection + residual -> RMSNorm -> SwiGLU FFN +
 // residual; then the final norm and the vocabulary projection for the positions that need logits.
+// The other architectures switch pieces on through the hyperparameters: Q/K/V biases and per-head Q/K norms
+// (Qwen), NEOX RoPE, and for Gemma 3 scaled embeddings, GeGLU, a norm of each block's output before its
+// residual add, and sliding-window layers with their own RoPE base.
 // A whole step is one thread_pool::run(); work is split by rows (matmuls) or tokens/heads, with a
 // barrier between dependent phases. Weights are read in place (quantized) from the mapped file;
 // activations are quantized to Q8 once per row for the integer dot products.
@@ -77,17 +80,15 @@ class cpu_backend final : public backend {
     gate_.resize(size_t(T) * hp_.n_ff);
     up_.resize(size_t(T) * hp_.n_ff);
     rope_.resize(size_t(T) * hp_.n_rot);
+    if (sliding_rope()) rope_swa_.resize(size_t(T) * hp_.n_rot);
+    if (hp_.post_norms) post_.resize(size_t(T) * hp_.n_embd);
     scores_.resize(size_t(pool_.size()));
     qround_.assign(size_t(pool_.size()), std::vector<float>(size_t(hp_.head_dim)));
     const size_t max_dim = size_t(std::max({hp_.n_embd, hp_.q_dim(), hp_.n_ff}));
     xn_local_.assign(size_t(pool_.size()), std::vector<float>(local_prepare_tokens * max_dim));
     xq_local_.assign(size_t(pool_.size()), std::vector<block_q8_act>(local_prepare_tokens * (max_dim / qk + 1)));
-    inv_freq_.resize(size_t(hp_.n_rot / 2));
-    for (int i = 0; i < hp_.n_rot / 2; ++i) {
-      double f = std::pow(double(hp_.rope_freq_base), -2.0 * i / hp_.n_rot);
-      if (!m.rope_freq_factors.empty()) f /= m.rope_freq_factors[size_t(i)];
-      inv_freq_[size_t(i)] = f;
-    }
+    inv_freq_ = inverse_frequencies(hp_.rope_freq_base);
+    if (sliding_rope()) inv_freq_swa_ = inverse_frequencies(hp_.rope_freq_base_swa);
   }
 
   const char* name() const override { return k_.name; }
@@ -144,6 +145,39 @@ class cpu_backend final : public backend {
   }
 
  private:
+  // Sliding-window layers turn with another RoPE base (Gemma 3): a second table of angles.
+  bool sliding_rope() const { return hp_.rope_freq_base_swa > 0.0f && hp_.rope_freq_base_swa != hp_.rope_freq_base; }
+
+  std::vector<double> inverse_frequencies(float base) const {
+    std::vector<double> inv(size_t(hp_.n_rot / 2));
+    for (int i = 0; i < hp_.n_rot / 2; ++i) {
+      double f = std::pow(double(base), -2.0 * i / hp_.n_rot);
+      if (!m_.rope_freq_factors.empty()) f /= m_.rope_freq_factors[size_t(i)];
+      inv[size_t(i)] = f;
+    }
+    return inv;
+  }
+
+  static void fill_rope(float* r, int pos, const std::vector<double>& inv) {
+    for (size_t i = 0; i < inv.size(); ++i) {
+      double th = double(pos) * inv[i];
+      r[2 * i] = float(std::cos(th));
+      r[2 * i + 1] = float(std::sin(th));
+    }
+  }
+
+  // Gemma's post-norms: x[t] += RMSNorm(out[t]) * w for the tokens of this thread (out: (nt, n_embd)).
+  void add_post_norm(int tid, int nth, int nt, const float* out, const std::vector<float>& w) {
+    const int E = hp_.n_embd;
+    auto [t0, t1] = split_range(nt, tid, nth);
+    float* tmp = xn_local_[size_t(tid)].data();
+    for (int t = t0; t < t1; ++t) {
+      rms_norm(out + size_t(t) * E, w.data(), tmp, E, hp_.rms_eps);
+      float* x = x_.data() + size_t(t) * E;
+      for (int i = 0; i < E; ++i) x[i] += tmp[i];
+    }
+  }
+
   // Matmul over rows [r0, r1) of w for all nt tokens, input chosen by the weight type.
   void matmul(const weight& w, int r0, int r1, int nt, const float* xf, int ldxf, const block_q8_act* xq,
               int ldxq, float* y, int ldy, bool acc) {
@@ -213,14 +247,12 @@ class cpu_backend final : public backend {
         auto [t0, t1] = split_range(nt, tid, nth);
         for (int t = t0; t < t1; ++t) {
           const token_slot& s = slots[size_t(t)];
-          dequantize_row(m_.tok_embd.type, m_.tok_embd.data + size_t(s.token) * m_.tok_embd.row_bytes,
-                         x_.data() + size_t(t) * E, E);
-          float* r = rope_.data() + size_t(t) * hp_.n_rot;
-          for (int i = 0; i < hp_.n_rot / 2; ++i) {
-            double th = double(s.pos) * inv_freq_[size_t(i)];
-            r[2 * i] = float(std::cos(th));
-            r[2 * i + 1] = float(std::sin(th));
-          }
+          float* x = x_.data() + size_t(t) * E;
+          dequantize_row(m_.tok_embd.type, m_.tok_embd.data + size_t(s.token) * m_.tok_embd.row_bytes, x, E);
+          if (hp_.embd_scale != 1.0f)
+            for (int i = 0; i < E; ++i) x[i] *= hp_.embd_scale;
+          fill_rope(rope_.data() + size_t(t) * hp_.n_rot, s.pos, inv_freq_);
+          if (sliding_rope()) fill_rope(rope_swa_.data() + size_t(t) * hp_.n_rot, s.pos, inv_freq_swa_);
         }
       }
       pool_.barrier();
@@ -239,30 +271,41 @@ class cpu_backend final : public backend {
           rope_and_store(slots, L, il, q0, q1, k0, k1);
         }
         pool_.barrier();
-        attention(tid, nth, slots, il);
+        attention(tid, nth, slots, il, L.sliding ? hp_.n_swa : 0);
         pool_.barrier();
+        // Output projections add into the residual stream, or (post-norms) go to post_ to be normed first.
+        float* const proj = hp_.post_norms ? post_.data() : x_.data();
         {
           prepared in = prepare(tid, nth, nt, att_.data(), Q, nullptr, L.wo);
           auto [r0, r1] = split_range(E, tid, nth, 8);
-          matmul(L.wo, r0, r1, nt, in.xf, Q, in.xq, Q / qk, x_.data(), E, true);
+          matmul(L.wo, r0, r1, nt, in.xf, Q, in.xq, Q / qk, proj, E, !hp_.post_norms);
         }
         pool_.barrier();
-        // Feed-forward block (SwiGLU): gate and up rows split together, so each thread finishes its rows.
+        if (hp_.post_norms) {
+          add_post_norm(tid, nth, nt, post_.data(), L.attn_post_norm);
+          pool_.barrier();
+        }
+        // Feed-forward block (SwiGLU or GeGLU): gate and up rows split together, so each thread finishes its rows.
         {
           prepared in = prepare(tid, nth, nt, x_.data(), E, L.ffn_norm.data(), L.w_gate);
           auto [r0, r1] = split_range(F, tid, nth, 8);
           matmul(L.w_gate, r0, r1, nt, in.xf, E, in.xq, E / qk, gate_.data(), F, false);
           matmul(L.w_up, r0, r1, nt, in.xf, E, in.xq, E / qk, up_.data(), F, false);
+          auto act = hp_.ffn == ffn_kind::geglu ? gelu_mul : k_.silu_mul;
           for (int t = 0; t < nt; ++t)
-            k_.silu_mul(gate_.data() + size_t(t) * F + r0, up_.data() + size_t(t) * F + r0, r1 - r0);
+            act(gate_.data() + size_t(t) * F + r0, up_.data() + size_t(t) * F + r0, r1 - r0);
         }
         pool_.barrier();
         {
           prepared in = prepare(tid, nth, nt, gate_.data(), F, nullptr, L.w_down);
           auto [r0, r1] = split_range(E, tid, nth, 8);
-          matmul(L.w_down, r0, r1, nt, in.xf, F, in.xq, F / qk, x_.data(), E, true);
+          matmul(L.w_down, r0, r1, nt, in.xf, F, in.xq, F / qk, proj, E, !hp_.post_norms);
         }
         pool_.barrier();
+        if (hp_.post_norms) {
+          add_post_norm(tid, nth, nt, post_.data(), L.ffn_post_norm);
+          pool_.barrier();
+        }
       }
       // Final norm and vocabulary projection, only for rows that want logits (compacted).
       std::vector<int> out_rows;  // token index of each logits row
@@ -330,7 +373,7 @@ class cpu_backend final : public backend {
       add_bias(v, L.bv, k0, k1);
       head_norm(q, L.q_norm, q0, q1);
       head_norm(k, L.k_norm, k0, k1);
-      const float* cs = rope_.data() + t * size_t(hp_.n_rot);
+      const float* cs = (L.sliding && sliding_rope() ? rope_swa_ : rope_).data() + t * size_t(hp_.n_rot);
       rope_rotate_rows(q, q0, q1, cs);
       rope_rotate_rows(k, k0, k1, cs);
       if (k1 <= k0) continue;
@@ -347,10 +390,11 @@ class cpu_backend final : public backend {
   }
 
   // Causal attention for (token, head) units split over threads; head h reads KV head h / group.
+  // window > 0 (sliding layers): a query at position p sees positions (p - window, p] only.
   // With the F16 cache, q and the probabilities are rounded to f16 first, as llama.cpp does.
-  void attention(int tid, int nth, std::span<const token_slot> slots, int il) {
+  void attention(int tid, int nth, std::span<const token_slot> slots, int il, int window) {
     const int Q = hp_.q_dim(), hd = hp_.head_dim, group = hp_.n_head / hp_.n_head_kv;
-    const float scale = 1.0f / std::sqrt(float(hd));
+    const float scale = hp_.attn_scale;
     const size_t stride = size_t(hp_.kv_dim());
     auto [u0, u1] = split_range(int(slots.size()) * hp_.n_head, tid, nth);
     float* sc = scores_[size_t(tid)].data();
@@ -361,39 +405,41 @@ class cpu_backend final : public backend {
       const float* q = qkv_.data() + size_t(t) * qkv_ld_ + size_t(h) * hd;
       float* out = att_.data() + size_t(t) * Q + size_t(h) * hd;
       const int n = s.pos + 1;
+      const int first = window > 0 ? std::max(0, n - window) : 0;  // positions [first, n) are visible
       const int B = kv_.block_tokens_;
       const size_t off = size_t(g) * hd;  // this KV head's columns within a row
-      // Scores block by block (each block's rows are contiguous), softmax over all, then mix block by block.
+      // Scores run by run of consecutive positions within one block (a block's rows are contiguous), softmax
+      // over all visible positions, then the mix run by run. sc[j] holds position first + j.
+      auto run_end = [&](int j) { return std::min(n, (j / B + 1) * B); };
+      auto at = [&](int j) { return kv_.index(s.blocks[j / B], il, j % B) + off; };
+      const int m = n - first;
       if (kv_.f16_) {
         std::memcpy(qr, q, size_t(hd) * 4);
         k_.round_f16(qr, hd);
-        for (int j0 = 0; j0 < n; j0 += B)
-          k_.attn_scores_f16(qr, &kv_.k16_[kv_.index(s.blocks[j0 / B], il, 0) + off], stride, std::min(B, n - j0), hd,
-                             sc + j0);
+        for (int j = first; j < n; j = run_end(j))
+          k_.attn_scores_f16(qr, &kv_.k16_[at(j)], stride, run_end(j) - j, hd, sc + (j - first));
       } else {
-        for (int j = 0; j < n; ++j) sc[j] = k_.dot_f32(q, &kv_.k32_[kv_.index(s.blocks[j / B], il, j % B) + off], hd);
+        for (int j = first; j < n; ++j) sc[j - first] = k_.dot_f32(q, &kv_.k32_[at(j)], hd);
       }
       float mx = -INFINITY;
-      for (int j = 0; j < n; ++j) {
+      for (int j = 0; j < m; ++j) {
         sc[j] *= scale;
         mx = std::max(mx, sc[j]);
       }
       double sum = 0.0;
-      for (int j = 0; j < n; ++j) {
+      for (int j = 0; j < m; ++j) {
         sc[j] = std::exp(sc[j] - mx);
         sum += sc[j];
       }
       const float inv = float(1.0 / sum);
-      for (int j = 0; j < n; ++j) sc[j] *= inv;
+      for (int j = 0; j < m; ++j) sc[j] *= inv;
       std::memset(out, 0, size_t(hd) * 4);
       if (kv_.f16_) {
-        k_.round_f16(sc, n);
-        for (int j0 = 0; j0 < n; j0 += B)
-          k_.attn_mix_f16(sc + j0, &kv_.v16_[kv_.index(s.blocks[j0 / B], il, 0) + off], stride, std::min(B, n - j0), hd,
-                          out);
+        k_.round_f16(sc, m);
+        for (int j = first; j < n; j = run_end(j))
+          k_.attn_mix_f16(sc + (j - first), &kv_.v16_[at(j)], stride, run_end(j) - j, hd, out);
       } else {
-        for (int j = 0; j < n; ++j)
-          k_.axpy_f32(sc[j], &kv_.v32_[kv_.index(s.blocks[j / B], il, j % B) + off], out, hd);
+        for (int j = first; j < n; ++j) k_.axpy_f32(sc[j - first], &kv_.v32_[at(j)], out, hd);
       }
     }
   }
@@ -405,14 +451,15 @@ class cpu_backend final : public backend {
   bool kv_f16_;
   kv_pool kv_;
   int qkv_ld_ = 0;
-  std::vector<double> inv_freq_;                // (n_rot / 2)
+  std::vector<double> inv_freq_, inv_freq_swa_;  // (n_rot / 2): every layer's, sliding layers' (if different)
   std::vector<float> x_;                        // (T, n_embd) residual stream
   std::vector<float> xn_;                       // (T, max(n_embd, q_dim)) normalised input of the next matmul
   std::vector<block_q8_act> xq_;                // xn_ (or the FFN hidden state) quantized
   std::vector<float> qkv_;                      // (T, q_dim + 2 kv_dim)
   std::vector<float> att_;                      // (T, q_dim) attention output
   std::vector<float> gate_, up_;                // (T, n_ff)
-  std::vector<float> rope_;                     // (T, n_rot) cos/sin pairs
+  std::vector<float> rope_, rope_swa_;          // (T, n_rot) cos/sin pairs, for inv_freq_ and inv_freq_swa_
+  std::vector<float> post_;                     // (T, n_embd) output of a projection before its post-norm
   std::vector<std::vector<float>> scores_;      // per thread (positions)
   std::vector<std::vector<float>> qround_;      // per thread (head_dim): q rounded to f16
   std::vector<std::vector<float>> xn_local_;    // per thread (local_prepare_tokens, max dim)

@@ -53,7 +53,7 @@ result<std::unique_ptr<engine>> engine::load(const load_options& opts) {
   auto tok = tokenizer::create(std::move(lm->tok));
   if (!tok) return named(tok.error());
   p->tok = std::move(*tok);
-  auto fmt = detect_chat_template(p->tok->data().chat_template, opts.chat_template);
+  auto fmt = detect_chat_template(p->tok->data().chat_template, opts.chat_template, lm->model->arch);
   if (!fmt) return named(fmt.error());
   p->format = *fmt;
   p->model = std::move(lm->model);

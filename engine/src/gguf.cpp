@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "architectures.h"
 #include "tensor_types.h"
 
 namespace sluice::engine {
@@ -273,9 +274,10 @@ result<void> gguf_file::parse_all() {
     }
     msg += unsupported.size() > 1 ? " are" : " is";
     msg += " not supported (supported: F32, F16, BF16, Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0)";
-    if (auto arch = find("general.architecture"); arch && arch->type == gguf_type::string && arch->str != "llama" &&
-                                                                  arch->str != "qwen2" && arch->str != "qwen3")
-      msg += "; architecture '" + std::string(arch->str) + "' is not supported either (supported: llama, qwen2, qwen3)";
+    if (auto arch = find("general.architecture");
+        arch && arch->type == gguf_type::string && !is_supported_architecture(arch->str))
+      msg += "; architecture '" + std::string(arch->str) + "' is not supported either (supported: " +
+             supported_architectures_text() + ")";
     return error{errc::unsupported, msg};
   }
   for (size_t i = 0; i < tensors_.size(); ++i)

@@ -70,6 +70,9 @@ const kernel_table* vnni_kernels();  // AVX512-VNNI (256-bit) variant; nullptr w
 // The best table the running CPU supports; SLUICE_ENGINE_KERNELS=scalar|avx2 caps the choice.
 const kernel_table& cpu_kernels();
 
+// g = gelu(g) * u (GeGLU), GELU in its tanh form looked up per half as llama.cpp does; one portable version.
+void gelu_mul(float* g, const float* u, int n);
+
 // Dequantizes one row of k elements (embedding lookups, norm weights).
 void dequantize_row(tensor_type t, const uint8_t* src, float* dst, int k);
 size_t row_bytes_of(tensor_type t, int k);

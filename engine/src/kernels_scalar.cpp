@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "kernels.h"
 
@@ -118,7 +119,28 @@ void silu_mul_scalar(float* g, const float* u, int n) {
   for (int i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
+// GELU, tanh form, in float (what ggml's table holds for every half).
+float gelu_tanh(float x) {
+  constexpr float sqrt_2_over_pi = 0.79788456080286535588f, coef_a = 0.044715f;
+  return 0.5f * x * (1.0f + std::tanh(sqrt_2_over_pi * x * (1.0f + coef_a * x * x)));
+}
+
 }  // namespace
+
+void gelu_mul(float* g, const float* u, int n) {
+  // llama.cpp evaluates GELU through a table over all halves: the input rounded to f16, the result stored as
+  // f16 (inputs beyond +-10 pass as 0 or x). The same here keeps Gemma's logits within float noise of its.
+  static const std::vector<uint16_t> table = [] {
+    std::vector<uint16_t> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h) t[h] = f32_to_fp16(gelu_tanh(fp16_to_f32(uint16_t(h))));
+    return t;
+  }();
+  for (int i = 0; i < n; ++i) {
+    const float x = g[i];
+    const float y = x <= -10.0f ? 0.0f : x >= 10.0f ? x : fp16_to_f32(table[f32_to_fp16(x)]);
+    g[i] = y * u[i];
+  }
+}
 
 const kernel_table& scalar_kernels() {
   static const kernel_table t{"scalar",       matmul_scalar,   quantize_q8_scalar, dot_f16_scalar,

@@ -59,8 +59,9 @@ result<std::unique_ptr<llama_model>> load_llama_model(std::unique_ptr<gguf_file>
   auto arch = f.get_string("general.architecture");
   if (!arch) return arch.error();
   if (!*arch) return error{errc::bad_file, "missing metadata 'general.architecture'"};
-  if (**arch != "llama" && **arch != "qwen2" && **arch != "qwen3")
-    return error{errc::unsupported, "architecture '" + **arch + "' is not supported (supported: llama, qwen2, qwen3)"};
+  if (!is_supported_architecture(**arch))
+    return error{errc::unsupported,
+                 "architecture '" + **arch + "' is not supported (supported: " + supported_architectures_text() + ")"};
   // Hyperparameters live under the architecture's own prefix (llama.embedding_length, qwen2.embedding_length...).
   const std::string a = **arch;
   const std::string k = a + ".";
@@ -100,6 +101,21 @@ result<std::unique_ptr<llama_model>> load_llama_model(std::unique_ptr<gguf_file>
     return error{errc::bad_file, k + "rope.dimension_count must be even and <= the head size"};
   if (hp.n_layer > 1024) return error{errc::bad_file, k + "block_count is out of range"};
   hp.rope_neox = a != "llama";
+  hp.attn_scale = 1.0f / std::sqrt(float(hp.head_dim));
+  const bool gemma = a == "gemma3";
+  if (gemma) {
+    // Gemma 3 (llama.cpp's reading of it): embeddings scaled by sqrt(n_embd), GeGLU, post-norms, and every
+    // sixth layer global while the others attend to a sliding window with their own RoPE base.
+    hp.ffn = ffn_kind::geglu;
+    hp.embd_scale = std::sqrt(float(hp.n_embd));
+    hp.post_norms = true;
+    auto swa = get_hparam(f, k + "attention.sliding_window", std::nullopt);
+    if (!swa) return swa.error();
+    hp.n_swa = *swa;
+    hp.rope_freq_base_swa = 10000.0f;
+    // query_pre_attn_scalar: head_dim, except in the 27B model (62 layers), where it is n_embd / n_head.
+    if (hp.n_layer == 62) hp.attn_scale = 1.0f / std::sqrt(float(hp.n_embd / hp.n_head));
+  }
   auto base = f.get_float(k + "rope.freq_base");
   if (!base) return base.error();
   hp.rope_freq_base = float(base->value_or(10000.0));
@@ -164,7 +180,18 @@ result<std::unique_ptr<llama_model>> load_llama_model(std::unique_ptr<gguf_file>
       *v = std::move(*w);
     }
     if (L.q_norm.empty() != L.k_norm.empty())
-      return error{errc::bad_file, "layer " + std::to_string(il) + " has only one of attn_q_norm and attn_k_norm"};
+      return error{errc::bad_file, "layer " + std::to_string(il) + " has only one of '" + p + "attn_q_norm.weight' and '" +
+                                       p + "attn_k_norm.weight'"};
+    if (gemma) {
+      if (L.q_norm.empty()) return error{errc::bad_file, "missing tensor '" + p + "attn_q_norm.weight'"};
+      for (auto [v, n] : {std::pair{&L.attn_post_norm, "post_attention_norm.weight"},
+                          std::pair{&L.ffn_post_norm, "post_ffw_norm.weight"}}) {
+        auto w = get_vector(f, p + n, hp.n_embd);
+        if (!w) return w.error();
+        *v = std::move(*w);
+      }
+      L.sliding = il % 6 < 5;  // llama.cpp's gemma3 pattern: five sliding layers, then a global one
+    }
     auto an = get_vector(f, p + "attn_norm.weight", hp.n_embd);
     if (!an) return an.error();
     L.attn_norm = std::move(*an);

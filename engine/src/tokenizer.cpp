@@ -142,6 +142,7 @@ struct tokenizer::impl {
   merge_table merges;
   std::unordered_map<std::string, token_id, string_hash, std::equal_to<>> raw_to_id;  // raw bytes -> normal token
   std::vector<token_id> specials;  // matched with parse_special, longest first
+  std::vector<token_id> user_defined;  // the user-defined ones among them, matched in plain text too
   std::vector<bool> eog;           // end-of-generation flags per token
 
   void encode_text(std::string_view text, std::vector<token_id>& out) const;
@@ -283,6 +284,8 @@ result<std::unique_ptr<tokenizer>> tokenizer::create(tokenizer_data d) {
   std::stable_sort(p->specials.begin(), p->specials.end(),
                    [&](token_id a, token_id b) { return d.tokens[a].size() > d.tokens[b].size(); });
   std::erase_if(p->specials, [&](token_id id) { return d.tokens[id].empty(); });
+  for (token_id id : p->specials)
+    if (d.token_types[id] == type_user_defined) p->user_defined.push_back(id);
 
   p->data = std::move(d);
   return std::unique_ptr<tokenizer>(new tokenizer(std::move(p)));
@@ -437,19 +440,16 @@ std::vector<token_id> tokenizer::encode(std::string_view text, bool add_bos, boo
   std::vector<token_id> out;
   out.reserve(text.size() / 3 + 2);
   if (add_bos && p.data.bos_id >= 0) out.push_back(p.data.bos_id);
-  if (!parse_special) {
-    if (p.spm) p.encode_spm(text, p.data.add_space_prefix, out);
-    else p.encode_text(text, out);
-    return out;
-  }
   // Split the text around special tokens, longest token first over the whole text (llama.cpp's order), so
-  // a longer special token wins over a shorter one it contains.
+  // a longer special token wins over a shorter one it contains. Without parse_special only user-defined
+  // tokens are split out (as llama.cpp does: Gemma's whitespace runs and HTML tags are such pieces), never
+  // control or unknown ones.
   struct fragment {
     token_id special;  // -1 for raw text
     std::size_t begin, end;
   };
   std::vector<fragment> frags{{-1, 0, text.size()}}, next;
-  for (token_id sid : p.specials) {
+  for (token_id sid : parse_special ? p.specials : p.user_defined) {
     const std::string& st = p.data.tokens[sid];
     if (text.find(st) == std::string_view::npos) continue;
     next.clear();

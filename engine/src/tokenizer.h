@@ -36,8 +36,9 @@ class tokenizer {  // immutable after construction; thread-safe
   tokenizer(const tokenizer&) = delete;
   tokenizer& operator=(const tokenizer&) = delete;
 
-  // Plain text never yields special tokens (token_type 2/3/4: unknown, control, user-defined) unless
-  // parse_special is set; then they are matched first, longest first. add_bos prepends bos() if it exists.
+  // Plain text never yields unknown or control tokens (token_type 2/3) unless parse_special is set; then they
+  // are matched first, longest first. User-defined tokens (type 4) are matched in any text, as llama.cpp
+  // does. add_bos prepends bos() if it exists.
   std::vector<token_id> encode(std::string_view text, bool add_bos, bool parse_special) const;
   // Raw bytes of a token (byte-level decoded; may be a partial UTF-8 character). Out of range -> "".
   const std::string& token_bytes(token_id id) const;

@@ -61,7 +61,7 @@ constexpr std::string_view secret_keys[] = {"api_key", "apikey", "key",      "se
                                             "password", "bearer", "access_token", "authorization"};
 constexpr std::string_view cost_keys[] = {"input", "cached_input", "cache_write", "output"};
 constexpr std::string_view kind_names[] = {"openai", "anthropic", "local", "task"};
-constexpr std::string_view chat_templates[] = {"chatml", "llama3"};
+constexpr std::string_view chat_templates[] = {"chatml", "llama3", "gemma"};
 
 constexpr int64_t max_timeout_ms = 24LL * 3600 * 1000;  // a day: anything longer is a typo
 

@@ -1,6 +1,6 @@
 // Logits and greedy continuations against llama.cpp's (goldens written by golden/make_logits_golden.py):
-// every tiny model type on both the SIMD and the scalar kernels, and the default SmolLM2 model when
-// scripts/setup.sh has fetched it.
+// every tiny model type on both the SIMD and the scalar kernels, the default SmolLM2 model (scripts/setup.sh)
+// and Gemma 3 270M (scripts/setup.sh --with-gemma).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -91,15 +91,16 @@ std::string default_model() { return sluice::engine::test::source_dir() + "/mode
 
 }  // namespace
 
-// 1e-2 relative L2, except Q5_1 and Qwen 3, which match llama.cpp to 1e-2 on the first positions and drift to
-// 2% on later ones of the second sequence (the one with a run of repeated tokens). Q5_1's distance to the float
-// model equals llama.cpp's (mean 0.209 both); Qwen 3's per-head Q/K norms sharpen attention on this random
-// model, which amplifies rounding differences. Neither is explained further yet. (The K-quant mix has its own
-// test below.)
-double tolerance(std::string_view q) { return q == "q5_1" ? 3e-2 : q == "qwen3" ? 2.5e-2 : 1e-2; }
+// 1e-2 relative L2, except Q5_1, Qwen 3 and Gemma 3. Q5_1 matches llama.cpp to 1e-2 on the first positions and
+// drifts to 2% on later ones of the second sequence (the one with a run of repeated tokens); its distance to the
+// float model equals llama.cpp's (mean 0.209 both). On the tiny Qwen 3 and Gemma 3 models llama.cpp's own runs
+// with an f16 and an f32 KV cache differ by 1.0-2.4% per position (measured with make_logits_golden.py's
+// settings), so ours, within 2.3% of its f16 run, is inside its own precision spread. (The K-quant mix has its
+// own test below.)
+double tolerance(std::string_view q) { return q == "q5_1" ? 3e-2 : q == "qwen3" || q == "gemma3" ? 2.5e-2 : 1e-2; }
 
 TEST_CASE("golden: tiny models of every tensor type match llama.cpp's logits", "[golden]") {
-  for (const char* q : {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "qwen2", "qwen3"}) {
+  for (const char* q : {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "qwen2", "qwen3", "gemma3"}) {
     auto lm = load_model_file(data_path(std::string("tiny-") + q + ".gguf"));
     REQUIRE(lm.has_value());
     for (const kernel_table* kt : {&cpu_kernels(), &scalar_kernels()}) {
@@ -192,37 +193,81 @@ class collector final : public sequence_observer {
   std::vector<token_id> tokens;
   finish_info info;
 };
-}  // namespace
 
-TEST_CASE("golden: default model logits and greedy continuations match llama.cpp", "[golden][default_model]") {
-  // The default model is part of the test setup (scripts/setup.sh installs it): missing is a failure, not a skip.
-  INFO("default model " << default_model() << " not found: run scripts/setup.sh");
-  REQUIRE(std::ifstream(default_model()).good());
-  auto lm = load_model_file(default_model());
+TEST_CASE("golden: a sliding-window model decodes step by step and in chunks as it prefills", "[golden]") {
+  // Tiny Gemma 3: a 5-position window on five of six layers. 40 positions over a shuffled block table put the
+  // window's first position in the middle of a 16-position block, at a block's start and across a boundary.
+  auto lm = load_model_file(data_path("tiny-gemma3.gguf"));
+  REQUIRE(lm.has_value());
+  REQUIRE(lm->model->hp.n_swa == 5);
+  auto be = make_cpu_backend(*lm->model, 2, kv_type::f16);
+  std::vector<token_id> toks;
+  for (int i = 0; i < 40; ++i) toks.push_back((i * 37 + 11) % 260);
+  const auto ref = logits_for_sequence(*be, toks);
+  const size_t V = size_t(lm->model->hp.n_vocab);
+  be->reserve_kv_blocks(16);
+  std::vector<kv_block_id> table{9, 3, 14};
+  for (int chunk : {1, 7}) {
+    std::vector<float> out;
+    for (size_t i = 0; i < toks.size(); i += size_t(chunk)) {
+      batch_seq s;
+      s.blocks = table;
+      s.tokens = std::span<const token_id>(toks.data() + i, std::min(toks.size() - i, size_t(chunk)));
+      s.pos0 = int(i);
+      s.want = batch_seq::logits::all;
+      be->forward(std::span<const batch_seq>(&s, 1), out);
+      for (size_t j = 0; j < s.tokens.size(); ++j) {
+        INFO("chunk " << chunk << " position " << i + j);
+        CHECK(rel_l2(out.data() + j * V, ref.data() + (i + j) * V, int(V)) < 1e-6);
+      }
+    }
+  }
+}
+
+// A real model against llama.cpp: logits at every position of each golden prompt (full vocabulary where the
+// golden has it, llama.cpp's top 32 elsewhere), the argmax everywhere, and the greedy continuation through the
+// public API up to llama.cpp's first near-tie.
+constexpr float near_tie = 0.15f;  // llama.cpp's top-1 minus top-2 logit below this: either token is fair
+
+void check_real_model(const std::string& path, const std::string& prefix, std::initializer_list<const char*> names,
+                      double full_bound, double top_bound, double mean_bound) {
+  auto lm = load_model_file(path);
   REQUIRE(lm.has_value());
   auto be = make_cpu_backend(*lm->model, 2, kv_type::f16);
   load_options lo;
-  lo.path = default_model();
+  lo.path = path;
   lo.threads = 2;
-  lo.context_tokens = 256;
+  lo.context_tokens = 1024;
   auto eng = engine::load(lo);
   REQUIRE(eng.has_value());
-  for (const char* name : {"capital", "story", "chat"}) {
-    golden g = read_golden(std::string("smollm2-") + name);
+  for (const char* name : names) {
+    golden g = read_golden(prefix + "-" + name);
+    REQUIRE(g.n_vocab == lm->model->hp.n_vocab);
     auto logits = logits_for_sequence(*be, g.tokens);
-    // Position 0 does not depend on attention order: our integer dot products equal llama.cpp's.
-    REQUIRE(g.full.front().first == 0);
-    double e0 = rel_l2(logits.data(), g.full.front().second.data(), g.n_vocab);
-    INFO(name << " position 0 rel L2 " << e0);
-    CHECK(e0 < 1e-2);
-    // Later positions: 30 layers amplify last-bit differences in attention (llama.cpp's own f16 vs f32
-    // KV cache differ by 1-8% here), so the bound is looser; the argmax must agree.
+    // Position 0 does not depend on attention order: our integer dot products equal llama.cpp's (1e-2). Later
+    // positions: many layers amplify last-bit differences in attention (llama.cpp's own f16 vs f32 KV cache
+    // differ by 1-8% on SmolLM2), so the bounds are looser; the argmax must agree.
+    for (auto& [pos, row] : g.full) {
+      double e = rel_l2(logits.data() + size_t(pos) * g.n_vocab, row.data(), g.n_vocab);
+      INFO(prefix << "-" << name << " position " << pos << " rel L2 " << e);
+      CHECK(e < (pos == 0 ? 1e-2 : full_bound));
+    }
+    double worst = 0.0, sum = 0.0;
     for (size_t p = 0; p < g.tokens.size(); ++p) {
       double e = top_rel_l2(logits, g.n_vocab, int(p), g.top[p]);
-      INFO(name << " position " << p << " top-k rel L2 " << e);
-      CHECK(e < 0.15);
-      CHECK(argmax(logits.data() + p * size_t(g.n_vocab), g.n_vocab) == g.top[p].front().first);
+      worst = std::max(worst, e);
+      sum += e;
+      const float margin = g.top[p][0].second - g.top[p][1].second;
+      INFO(prefix << "-" << name << " position " << p << " top-k rel L2 " << e << ", llama.cpp's top-2 margin "
+                  << margin);
+      CHECK(e < top_bound);
+      // The argmax must agree unless llama.cpp's own top two are a near-tie.
+      if (margin >= near_tie) CHECK(argmax(logits.data() + p * size_t(g.n_vocab), g.n_vocab) == g.top[p].front().first);
     }
+    const double mean = sum / double(g.tokens.size());
+    WARN(prefix << "-" << name << ": " << g.tokens.size() << " positions, top-k rel L2 worst " << worst << ", mean "
+                << mean);
+    CHECK(mean < mean_bound);
     // Greedy continuation through the public API (scheduler, sampler at temperature 0).
     sampling_params sp;
     sp.temperature = 0.0f;
@@ -234,10 +279,31 @@ TEST_CASE("golden: default model logits and greedy continuations match llama.cpp
     size_t same = 0;
     while (same < obs->tokens.size() && same < g.continuation.size() && obs->tokens[same] == g.continuation[same]) ++same;
     // Past a near-tie (top-2 margin < 0.15 in llama.cpp) either branch is within float noise: llama.cpp
-    // itself flips there between its f16 and f32 KV caches or with flash attention. Up to it, identical.
+    // itself flips there between its f16 and f32 KV caches or with flash attention. Up to it, identical
+    // (an end-of-generation token ends ours early: the continuation is compared up to it).
     size_t tie = 0;
-    while (tie < g.margins.size() && g.margins[tie] >= 0.15f) ++tie;
-    INFO(name << ": " << same << " of " << g.continuation.size() << " greedy tokens identical; first near-tie at " << tie);
-    CHECK(same >= std::min<size_t>(32, tie));
+    while (tie < g.margins.size() && g.margins[tie] >= near_tie) ++tie;
+    INFO(prefix << "-" << name << ": " << same << " of " << g.continuation.size()
+                << " greedy tokens identical; first near-tie at " << tie);
+    CHECK(same >= std::min<size_t>({32, tie, obs->tokens.size()}));
   }
+}
+}  // namespace
+
+TEST_CASE("golden: default model logits and greedy continuations match llama.cpp", "[golden][default_model]") {
+  // The default model is part of the test setup (scripts/setup.sh installs it): missing is a failure, not a skip.
+  INFO("default model " << default_model() << " not found: run scripts/setup.sh");
+  REQUIRE(std::ifstream(default_model()).good());
+  check_real_model(default_model(), "smollm2", {"capital", "story", "chat"}, 0.15, 0.15, 0.05);
+}
+
+TEST_CASE("golden: Gemma 3 270M Q4_K_M logits and greedy continuations match llama.cpp", "[golden][gemma]") {
+  // Fetched by scripts/setup.sh --with-gemma, which the README's test command runs: missing is a failure.
+  const std::string path = sluice::engine::test::source_dir() + "/models/gemma-3-270m-q4_k_m.gguf";
+  INFO("Gemma model " << path << " not found: run scripts/setup.sh --with-gemma");
+  REQUIRE(std::ifstream(path).good());
+  // 18 layers and 760 positions: llama.cpp's own f16-KV and f32-KV runs of these prompts differ by up to 0.83
+  // (chat) and 0.50 (long) top-k relative L2, 0.099 and 0.019 on average, with argmax flips. Ours against its
+  // f16 run measured 0.20 / 0.27 worst, 0.061 / 0.020 mean; the bounds sit above that and below its own spread.
+  check_real_model(path, "gemma3", {"capital", "chat", "long"}, 0.15, 0.35, 0.08);
 }

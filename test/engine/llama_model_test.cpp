@@ -1,6 +1,7 @@
 // llama model loading: hyperparameters from metadata, every tensor present with the right shape, clear
 // errors naming a missing or misshapen tensor or an unsupported architecture.
 #include <catch2/catch.hpp>
+#include <cmath>
 
 #include "gguf_builder.h"
 #include "llama_model.h"
@@ -38,6 +39,42 @@ gguf_builder tiny_llama() {
   g.add_f32_tensor("blk.0.ffn_gate.weight", {32, 64});
   g.add_f32_tensor("blk.0.ffn_up.weight", {32, 64});
   g.add_f32_tensor("blk.0.ffn_down.weight", {64, 32});
+  return g;
+}
+
+// 1-layer gemma3 (the llama shapes plus Q/K norms and post-norms, a sliding window); `drop` leaves out one
+// metadata key or tensor by name.
+gguf_builder tiny_gemma3(const std::string& drop = "") {
+  gguf_builder g;
+  auto u32 = [&](const std::string& k, uint32_t v) { if (k != drop) g.kv_u32(k, v); };
+  auto tensor = [&](const std::string& n, std::vector<uint64_t> ne) { if (n != drop) g.add_f32_tensor(n, ne); };
+  g.kv_str("general.architecture", "gemma3");
+  u32("gemma3.block_count", 1);
+  u32("gemma3.embedding_length", 32);
+  u32("gemma3.feed_forward_length", 64);
+  u32("gemma3.attention.head_count", 2);
+  u32("gemma3.attention.head_count_kv", 1);
+  u32("gemma3.attention.key_length", 32);
+  u32("gemma3.attention.value_length", 32);
+  u32("gemma3.attention.sliding_window", 8);
+  g.kv_str("tokenizer.ggml.model", "gpt2");
+  g.kv_str_array("tokenizer.ggml.tokens", {"a", "b", "c", "d"});
+  g.kv_str_array("tokenizer.ggml.merges", {"a b"});
+  tensor("token_embd.weight", {32, 4});
+  tensor("output_norm.weight", {32});
+  tensor("blk.0.attn_norm.weight", {32});
+  tensor("blk.0.attn_q.weight", {32, 64});
+  tensor("blk.0.attn_k.weight", {32, 32});
+  tensor("blk.0.attn_v.weight", {32, 32});
+  tensor("blk.0.attn_q_norm.weight", {32});
+  tensor("blk.0.attn_k_norm.weight", {32});
+  tensor("blk.0.attn_output.weight", {64, 32});
+  tensor("blk.0.post_attention_norm.weight", {32});
+  tensor("blk.0.ffn_norm.weight", {32});
+  tensor("blk.0.ffn_gate.weight", {32, 64});
+  tensor("blk.0.ffn_up.weight", {32, 64});
+  tensor("blk.0.ffn_down.weight", {64, 32});
+  tensor("blk.0.post_ffw_norm.weight", {32});
   return g;
 }
 
@@ -147,4 +184,33 @@ TEST_CASE("llama: qwen2 and qwen3 files load their extras (biases, per-head Q/K 
   auto llama = load_model_file(sluice::engine::test::source_dir() + "/test/engine/data/tiny-q8_0.gguf");
   REQUIRE(llama.has_value());
   CHECK_FALSE(llama->model->hp.rope_neox);
+}
+
+TEST_CASE("llama: gemma3 files read their window, post-norms and scales; what is missing is named", "[llama_model]") {
+  auto m = load_bytes(tiny_gemma3().build());
+  REQUIRE(m.has_value());
+  const llama_hparams& hp = (*m)->hp;
+  CHECK(hp.head_dim == 32);  // key_length, not n_embd / n_head (16)
+  CHECK(hp.q_dim() == 64);
+  CHECK(hp.n_swa == 8);
+  CHECK(hp.rope_freq_base_swa == 10000.0f);
+  CHECK(hp.ffn == ffn_kind::geglu);
+  CHECK(hp.post_norms);
+  CHECK(hp.rope_neox);
+  CHECK(hp.embd_scale == Approx(std::sqrt(32.0f)));
+  CHECK(hp.attn_scale == Approx(1.0f / std::sqrt(32.0f)));
+  CHECK((*m)->layers[0].sliding);
+  CHECK((*m)->layers[0].ffn_post_norm.size() == 32);
+  for (const char* drop : {"gemma3.attention.sliding_window", "blk.0.post_ffw_norm.weight",
+                           "blk.0.attn_q_norm.weight"}) {
+    auto bad = load_bytes(tiny_gemma3(drop).build());
+    INFO(drop);
+    REQUIRE_FALSE(bad.has_value());
+    CHECK(bad.error().code == errc::bad_file);
+    CHECK_THAT(bad.error().message, Catch::Contains(drop));
+  }
+  // The committed tiny model: five sliding layers, then a global one.
+  auto tiny = load_model_file(sluice::engine::test::source_dir() + "/test/engine/data/tiny-gemma3.gguf");
+  REQUIRE(tiny.has_value());
+  for (int il = 0; il < 6; ++il) CHECK(tiny->model->layers[size_t(il)].sliding == (il != 5));
 }

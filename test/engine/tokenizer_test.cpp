@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "gguf_builder.h"
 #include "model_loader.h"
 #include "tokenizer_golden.h"
 #include "unicode.h"
@@ -93,6 +94,25 @@ TEST_CASE("SentencePiece (model llama) tokenization matches llama.cpp on a tiny 
   auto refused = tokenizer::create(bad);
   REQUIRE_FALSE(refused.has_value());
   CHECK_THAT(refused.error().message, Catch::Contains("tokenizer.ggml.scores"));
+}
+
+TEST_CASE("Gemma 3's SentencePiece vocabulary matches llama.cpp", "[tokenizer][gemma]") {
+  // 262144 pieces, no dummy prefix, user-defined pieces for whitespace runs and HTML tags; the model comes from
+  // scripts/setup.sh --with-gemma (the README's test command runs it): missing is a failure.
+  const std::string path = source_dir() + "/models/gemma-3-270m-q4_k_m.gguf";
+  INFO("Gemma model " << path << " not found: run scripts/setup.sh --with-gemma");
+  auto lm = load_model_file(path);
+  REQUIRE(lm.has_value());
+  auto r = tokenizer::create(std::move(lm->tok));
+  REQUIRE(r.has_value());
+  const tokenizer& gemma = **r;
+  CHECK_FALSE(gemma.data().add_space_prefix);
+  check_golden(gemma, "tokens_gemma3.json");
+  // The turn markers are control tokens that end generation where they close a turn.
+  const auto turn = gemma.encode("<start_of_turn>model\nHi<end_of_turn>", false, true);
+  REQUIRE(turn.size() >= 3);
+  CHECK(gemma.is_control(turn.front()));
+  CHECK(gemma.is_end_of_generation(turn.back()));
 }
 
 TEST_CASE("qwen2, gpt-2 and default pre-tokenizers match llama.cpp on the tiny vocab", "[tokenizer]") {

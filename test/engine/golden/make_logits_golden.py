@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Regenerates the engine's logits goldens from llama.cpp (pip install llama-cpp-python==0.3.36 gguf==0.19.0).
 
-For each tiny test model (test/engine/data/tiny-*.gguf, written by make_tiny_models.py) and for the default
-model (models/SmolLM2-135M-Instruct.Q4_1.gguf, from scripts/setup.sh), it evaluates a few token sequences with
+For each tiny test model (test/engine/data/tiny-*.gguf, written by make_tiny_models.py), for the default
+model (models/SmolLM2-135M-Instruct.Q4_1.gguf, from scripts/setup.sh) and for Gemma 3 270M
+(models/gemma-3-270m-q4_k_m.gguf, from scripts/setup.sh --with-gemma), it evaluates a few token sequences with
 llama.cpp (2 threads, f16 KV cache, no flash attention) and writes test/engine/golden/<name>.logits:
 
   "SLG1", u32 n_tokens, u32 n_vocab, u32 n_full, u32 dtype (0 f32, 1 f16), u32 top_k, u32 n_cont,
@@ -12,9 +13,10 @@ llama.cpp (2 threads, f16 KV cache, no flash attention) and writes test/engine/g
   i32 continuation[n_cont]                      -- greedy (argmax) continuation after the tokens
   f32 margin[n_cont]                            -- llama.cpp's top-1 minus top-2 logit at each of those steps
 
-Run from the repository root: python3 test/engine/golden/make_logits_golden.py
+Run from the repository root: python3 test/engine/golden/make_logits_golden.py [tiny-names | gemma]
 The C++ tests (test/engine/golden_logits_test.cpp) only read these files.
 """
+import json
 import os
 import struct
 import sys
@@ -27,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 DATA = os.path.join(HERE, "..", "data")
 DEFAULT_MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+GEMMA_MODEL = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")  # scripts/setup.sh --with-gemma
 
 TINY_SEQS = [[10, 20, 30, 40, 50, 60, 70, 80], [264, 5, 99, 100, 101, 7, 7, 7, 200, 3, 150, 12]]
 DEFAULT_PROMPTS = [
@@ -34,6 +37,14 @@ DEFAULT_PROMPTS = [
     ("story", b"Once upon a time, in a small village by the sea, there lived", False),
     ("chat", b"<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
              b"<|im_start|>user\nWrite a haiku about the ocean.<|im_end|>\n<|im_start|>assistant\n", True),
+]
+# Gemma 3 270M: prompts tokenized by llama.cpp with its BOS; the last one is longer than the model's 512-position
+# sliding window, so the global and sliding layers see different spans.
+GEMMA_PROMPTS = [
+    ("capital", b"The capital of France is", False),
+    ("chat", b"<start_of_turn>user\nWrite a haiku about the ocean.<end_of_turn>\n<start_of_turn>model\n", True),
+    ("long", b" ".join(b"Line %d: the sluice gate opens at dawn and closes at dusk." % i for i in range(45)) +
+     b" The gate opens at", False),
 ]
 
 
@@ -49,7 +60,7 @@ llama_cpp.llama_cpp.llama_model_default_params = _plain_cpu_params
 
 
 def evaluate(path, tokens, n_cont):
-    m = Llama(model_path=path, n_ctx=256, n_threads=2, n_batch=512, logits_all=True, verbose=False, seed=1)
+    m = Llama(model_path=path, n_ctx=1024, n_threads=2, n_batch=1024, logits_all=True, verbose=False, seed=1)
     m.eval(tokens)
     logits = np.array(m.scores[: len(tokens)], dtype=np.float32)
     cont, margins = [], []
@@ -82,12 +93,37 @@ def write(name, tokens, logits, full_positions, dtype, top_k, cont_margins):
     print("wrote", name + ".logits", os.path.getsize(os.path.join(HERE, name + ".logits")), "bytes")
 
 
-TINY = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "kmix", "kmix-f32", "qwen2", "qwen3"]
+TINY = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "kmix", "kmix-f32", "qwen2", "qwen3", "gemma3"]
+
+
+def real_model(path, prefix, prompts, add_bos, full, n_cont):
+    """Goldens for a real model: full logits (f16) at the positions full(n_tokens) picks, top-32 everywhere.
+    Also test/integration/golden/<prefix>_continuations.json: per prompt its token count and llama.cpp's greedy
+    continuation as token bytes (hex) with top-2 margins, for the HTTP tests."""
+    if not os.path.exists(path):
+        sys.exit(f"{path} missing: run scripts/setup.sh (--with-gemma for Gemma) first")
+    probe = Llama(model_path=path, n_ctx=64, vocab_only=True, verbose=False)
+    http = {}
+    for name, text, special in prompts:
+        toks = probe.tokenize(text, add_bos=add_bos, special=special)
+        logits, cont = evaluate(path, toks, n_cont)
+        write(f"{prefix}-{name}", toks, logits, full(len(toks)), 1, 32, cont)
+        http[name] = {"prompt": text.decode("utf-8"), "prompt_tokens": len(toks),
+                      "pieces": [probe.detokenize([t], special=True).hex() for t in cont[0]], "margins": cont[1]}
+    out = os.path.join(ROOT, "test", "integration", "golden", f"{prefix}_continuations.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump({"generator": "llama-cpp-python " + llama_cpp.__version__, "model": os.path.basename(path),
+                   "prompts": http}, f, indent=1)
+        f.write("\n")
 
 
 def main():
-    # python3 make_logits_golden.py [tiny names, comma-separated]: only those tiny models (no default model)
+    # python3 make_logits_golden.py [tiny names, comma-separated | gemma]: only those tiny models, or only Gemma
     only = sys.argv[1].split(",") if len(sys.argv) > 1 else None
+    if only == ["gemma"]:
+        real_model(GEMMA_MODEL, "gemma3", GEMMA_PROMPTS, True, lambda n: [n - 1], 32)
+        return
     for q in TINY if only is None else only:
         path = os.path.join(DATA, f"tiny-{q}.gguf")
         for i, toks in enumerate(TINY_SEQS):
@@ -95,13 +131,8 @@ def main():
             write(f"tiny-{q}-{i}", toks, logits, list(range(len(toks))), 0, 8, cont)
     if only is not None:
         return
-    if not os.path.exists(DEFAULT_MODEL):
-        sys.exit("default model missing: run scripts/setup.sh first")
-    probe = Llama(model_path=DEFAULT_MODEL, n_ctx=64, vocab_only=True, verbose=False)
-    for name, text, special in DEFAULT_PROMPTS:
-        toks = probe.tokenize(text, add_bos=False, special=special)
-        logits, cont = evaluate(DEFAULT_MODEL, toks, 48)
-        write(f"smollm2-{name}", toks, logits, [0, len(toks) - 1], 1, 32, cont)
+    real_model(DEFAULT_MODEL, "smollm2", DEFAULT_PROMPTS, False, lambda n: [0, n - 1], 48)
+    real_model(GEMMA_MODEL, "gemma3", GEMMA_PROMPTS, True, lambda n: [n - 1], 32)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ vocab-only GGUF with tokenizer.ggml.model = llama, and writes next to this scrip
   tokens_spm_tiny.json       llama.cpp's token ids for the corpus (add_bos=false), and sentencepiece's own
                              ids where llama.cpp disagrees with it (field "sentencepiece"); without
                              llama-cpp-python, sentencepiece's ids (plain text only; "generator" says which)
+  tokens_gemma3.json         llama.cpp's token ids for the same corpus with Gemma 3's vocabulary (262144 pieces,
+                             no dummy prefix, user-defined whitespace and HTML pieces), when
+                             models/gemma-3-270m-q4_k_m.gguf is there (scripts/setup.sh --with-gemma)
 Run from the repository root: python3 test/engine/golden/make_spm_golden.py
 The C++ tests (test/engine/tokenizer_test.cpp) only read these files.
 """
@@ -32,6 +35,9 @@ import make_token_golden as tg
 HERE = os.path.dirname(os.path.abspath(__file__))
 GGUF_PATH = os.path.join(HERE, "spm_tiny_vocab.gguf")
 SPECIAL = ["<s>Hello</s>", "x</s>y", "<sep>a<sep>b", " <s> spaced </s> ", "no specials here"]
+GEMMA = os.path.join(HERE, "..", "..", "..", "models", "gemma-3-270m-q4_k_m.gguf")
+GEMMA_SPECIAL = ["<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n", "x<end_of_turn>y",
+                 " <start_of_turn> spaced <eos> ", "<div>\n\n  <b>bold</b></div>", "no specials here"]
 
 
 def train():
@@ -108,6 +114,10 @@ def main():
                 disagree += 1
     tg.dump(g, "tokens_spm_tiny.json")
     print(f"{len(g['cases'])} cases; sentencepiece disagrees with llama.cpp on {disagree}")
+    if os.path.exists(GEMMA):
+        g = tg.golden(GEMMA, GEMMA_SPECIAL, n_random=60)
+        tg.dump(g, "tokens_gemma3.json")
+        print(f"{len(g['cases'])} Gemma 3 cases")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """Writes the tiny random "llama" GGUF files the engine tests load (test/engine/data/tiny-<type>.gguf), one
 per supported tensor type (and a K-quant mix with its dequantized F32 twin), with the `gguf` package (pip install gguf==0.19.0). Deterministic (fixed seed).
 Each is a 2-layer GQA model (64-dim, 4 heads, 2 KV heads) with a byte-level BPE vocabulary, so llama.cpp
-can load it too. Run from anywhere: python3 test/engine/golden/make_tiny_models.py
+can load it too (Qwen 2/3 variants beside them, and a 6-layer Gemma 3 with a 5-position sliding window). Run from anywhere: python3 test/engine/golden/make_tiny_models.py
 """
 import os
 import numpy as np
@@ -194,6 +194,16 @@ def write_kmix(name, twin_name):
         w.close()
 
 
+def add_q8(w, rng, tname, rows, cols, scale):
+    """A random (rows, cols) matrix of the given standard deviation, stored as Q8_0."""
+    qd = gguf.quants.quantize((rng.standard_normal((rows, cols)) * scale).astype(np.float32), Q.Q8_0)
+    w.add_tensor(tname, qd, raw_shape=qd.shape, raw_dtype=Q.Q8_0)
+
+
+def rand_vec(rng, n, center, spread):
+    return (center + spread * rng.standard_normal(n)).astype(np.float32)
+
+
 def write_qwen(arch, name):
     """Tiny Qwen 2 (Q/K/V biases) and Qwen 3 (per-head Q/K RMSNorm) models: the llama pass with NEOX RoPE."""
     rng = np.random.default_rng(2468)
@@ -213,16 +223,11 @@ def write_qwen(arch, name):
     w.add_file_type(7)  # MOSTLY_Q8_0
     add_vocab(w, "qwen2")
 
-    def mat(rows, cols, scale):
-        qd = gguf.quants.quantize((rng.standard_normal((rows, cols)) * scale).astype(np.float32), Q.Q8_0)
-        return qd
-
     def add_q(tname, rows, cols, scale):
-        qd = mat(rows, cols, scale)
-        w.add_tensor(tname, qd, raw_shape=qd.shape, raw_dtype=Q.Q8_0)
+        add_q8(w, rng, tname, rows, cols, scale)
 
     def vec(n, center, spread):
-        return (center + spread * rng.standard_normal(n)).astype(np.float32)
+        return rand_vec(rng, n, center, spread)
 
     kv = HEAD_DIM * N_HEAD_KV
     add_q("token_embd.weight", n_vocab, N_EMBD, 1.0)
@@ -251,6 +256,55 @@ def write_qwen(arch, name):
     w.close()
 
 
+# Gemma 3: six layers (llama.cpp makes every sixth global, the rest sliding-window), a window of 5 positions so
+# the 8- and 12-token golden sequences cross it, heads wider than n_embd / n_head (q_dim 128 > n_embd 64) and
+# one KV head, as in Gemma-3-270M.
+G_LAYER, G_HEAD_DIM, G_HEAD_KV, G_SWA = 6, 32, 1, 5
+
+
+def write_gemma3(name):
+    rng = np.random.default_rng(1357)
+    n_vocab = len(vocab()[0])
+    w = gguf.GGUFWriter(os.path.join(OUT, name), "gemma3")
+    w.add_name("tiny-gemma3")
+    w.add_block_count(G_LAYER)
+    w.add_context_length(N_CTX)
+    w.add_embedding_length(N_EMBD)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_head_count_kv(G_HEAD_KV)
+    w.add_key_length(G_HEAD_DIM)
+    w.add_value_length(G_HEAD_DIM)
+    w.add_rope_freq_base(1000000.0)
+    w.add_sliding_window(G_SWA)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_file_type(7)  # MOSTLY_Q8_0
+    add_vocab(w, "smollm")
+
+    q, kv = G_HEAD_DIM * N_HEAD, G_HEAD_DIM * G_HEAD_KV
+    add_q8(w, rng, "token_embd.weight", n_vocab, N_EMBD, 0.15)  # (scaled by sqrt(64) in the model)
+    w.add_tensor("output_norm.weight", rand_vec(rng, N_EMBD, 1.0, 0.1))
+    for i in range(G_LAYER):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", rand_vec(rng, N_EMBD, 1.0, 0.1))
+        add_q8(w, rng, p + "attn_q.weight", q, N_EMBD, 0.4)
+        add_q8(w, rng, p + "attn_k.weight", kv, N_EMBD, 0.4)
+        add_q8(w, rng, p + "attn_v.weight", kv, N_EMBD, 0.3)
+        w.add_tensor(p + "attn_q_norm.weight", rand_vec(rng, G_HEAD_DIM, 1.0, 0.2))
+        w.add_tensor(p + "attn_k_norm.weight", rand_vec(rng, G_HEAD_DIM, 1.0, 0.2))
+        add_q8(w, rng, p + "attn_output.weight", N_EMBD, q, 0.15)
+        w.add_tensor(p + "post_attention_norm.weight", rand_vec(rng, N_EMBD, 1.0, 0.1))
+        w.add_tensor(p + "ffn_norm.weight", rand_vec(rng, N_EMBD, 1.0, 0.1))
+        add_q8(w, rng, p + "ffn_gate.weight", N_FF, N_EMBD, 0.3)
+        add_q8(w, rng, p + "ffn_up.weight", N_FF, N_EMBD, 0.3)
+        add_q8(w, rng, p + "ffn_down.weight", N_EMBD, N_FF, 0.1)
+        w.add_tensor(p + "post_ffw_norm.weight", rand_vec(rng, N_EMBD, 1.0, 0.1))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 MODELS = [(Q.F32, "tiny-f32.gguf", False), (Q.F16, "tiny-f16.gguf", True), (Q.BF16, "tiny-bf16.gguf", False),
           (Q.Q8_0, "tiny-q8_0.gguf", True), (Q.Q4_0, "tiny-q4_0.gguf", False), (Q.Q4_1, "tiny-q4_1.gguf", True),
           (Q.Q5_0, "tiny-q5_0.gguf", False), (Q.Q5_1, "tiny-q5_1.gguf", True)]
@@ -263,5 +317,6 @@ if __name__ == "__main__":
     write_kmix("tiny-kmix.gguf", "tiny-kmix-f32.gguf")
     write_qwen("qwen2", "tiny-qwen2.gguf")
     write_qwen("qwen3", "tiny-qwen3.gguf")
-    for name in ("tiny-kmix.gguf", "tiny-kmix-f32.gguf", "tiny-qwen2.gguf", "tiny-qwen3.gguf"):
+    write_gemma3("tiny-gemma3.gguf")
+    for name in ("tiny-kmix.gguf", "tiny-kmix-f32.gguf", "tiny-qwen2.gguf", "tiny-qwen3.gguf", "tiny-gemma3.gguf"):
         print("wrote", name, os.path.getsize(os.path.join(OUT, name)), "bytes")

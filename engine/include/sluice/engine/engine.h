@@ -43,7 +43,7 @@ struct load_options {
   int threads = 0;            // compute threads; 0 = one per core
   int context_tokens = 2048;  // per-sequence context (capped at the model's trained context)
   int max_sequences = 8;      // sequences decoded together
-  std::string chat_template;  // "" = detect from tokenizer.chat_template; else "chatml" or "llama3"
+  std::string chat_template;  // "" = detect from tokenizer.chat_template; else "chatml", "llama3" or "gemma"
   // The KV cache: one pool of fixed-size blocks shared by running sequences and the prefix cache (blocks of
   // finished and running sequences that later prompts starting with the same tokens read instead of
   // recomputing). Allocated at load (address space; pages are touched as they fill).
@@ -58,9 +58,9 @@ struct load_options {
 };
 
 struct model_info {
-  std::string architecture;  // "llama", "qwen2" or "qwen3"
+  std::string architecture;  // "llama", "qwen2", "qwen3" or "gemma3"
   std::string name;          // general.name
-  std::string chat_template; // the template in use: "chatml", "llama3"
+  std::string chat_template; // the template in use: "chatml", "llama3" or "gemma"
   int n_vocab = 0, n_ctx_train = 0, n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_ff = 0;
   int context_tokens = 0;  // what this engine allocates per sequence
   bool add_bos = false;    // the model expects BOS before a raw (non-chat) prompt: tokenize(text, add_bos)

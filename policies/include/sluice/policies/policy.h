@@ -69,7 +69,7 @@ struct endpoint {
 
 struct local_model_config {
   std::string gguf_path;      // resolved relative to the policy file's folder
-  std::string chat_template;  // "" = detect from the GGUF; else "chatml" or "llama3"
+  std::string chat_template;  // "" = detect from the GGUF; else "chatml", "llama3" or "gemma"
   int threads = 0;            // compute threads; 0 = one per core
   int context_tokens = 2048;  // per-sequence context length
   int max_sequences = 8;      // sequences decoded together (continuous batching)
