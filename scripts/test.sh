@@ -18,7 +18,7 @@ for a in "$@"; do
   esac
 done
 
-scripts/setup.sh --with-gemma  # (Gemma 3 270M: the engine's parity tests on a second architecture need it)
+scripts/setup.sh --with-variants  # (Gemma 3 270M and re-quantized copies: the engine parity tests read them)
 echo "test: architecture rules"
 scripts/check_architecture.sh
 echo "test: configuring $build (${cmake_args[*]})"

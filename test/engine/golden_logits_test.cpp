@@ -227,7 +227,9 @@ TEST_CASE("golden: a sliding-window model decodes step by step and in chunks as 
 // A real model against llama.cpp: logits at every position of each golden prompt (full vocabulary where the
 // golden has it, llama.cpp's top 32 elsewhere), the argmax everywhere, and the greedy continuation through the
 // public API up to llama.cpp's first near-tie.
-constexpr float near_tie = 0.15f;  // llama.cpp's top-1 minus top-2 logit below this: either token is fair
+// llama.cpp's top-1 minus top-2 logit below this: either token is fair. llama.cpp's own f16-KV and f32-KV runs
+// were seen to pick different tokens at margins up to 0.2 (Gemma 3 Q8_0, chat prompt, 11th token).
+constexpr float near_tie = 0.25f;
 
 void check_real_model(const std::string& path, const std::string& prefix, std::initializer_list<const char*> names,
                       double full_bound, double top_bound, double mean_bound) {
@@ -278,7 +280,7 @@ void check_real_model(const std::string& path, const std::string& prefix, std::i
     obs->wait();
     size_t same = 0;
     while (same < obs->tokens.size() && same < g.continuation.size() && obs->tokens[same] == g.continuation[same]) ++same;
-    // Past a near-tie (top-2 margin < 0.15 in llama.cpp) either branch is within float noise: llama.cpp
+    // Past a near-tie (top-2 margin < near_tie in llama.cpp) either branch is within float noise: llama.cpp
     // itself flips there between its f16 and f32 KV caches or with flash attention. Up to it, identical
     // (an end-of-generation token ends ours early: the continuation is compared up to it).
     size_t tie = 0;
@@ -297,13 +299,31 @@ TEST_CASE("golden: default model logits and greedy continuations match llama.cpp
   check_real_model(default_model(), "smollm2", {"capital", "story", "chat"}, 0.15, 0.15, 0.05);
 }
 
-TEST_CASE("golden: Gemma 3 270M Q4_K_M logits and greedy continuations match llama.cpp", "[golden][gemma]") {
-  // Fetched by scripts/setup.sh --with-gemma, which the README's test command runs: missing is a failure.
-  const std::string path = sluice::engine::test::source_dir() + "/models/gemma-3-270m-q4_k_m.gguf";
-  INFO("Gemma model " << path << " not found: run scripts/setup.sh --with-gemma");
+// A model file scripts/setup.sh writes with an option (the README's test command passes it): missing is a failure.
+// Gemma 3 270M, 18 layers: llama.cpp's own f16-KV and f32-KV runs of the chat and 760-token prompts differ by up
+// to 0.83 / 0.50 top-k relative L2 (1.03 on the Q8_0 copy, at the chat prompt's fourth position), 0.099 / 0.019
+// on average, with argmax flips. Ours against its f16 run: 0.20 / 0.27 worst (0.49 on the Q8_0 copy), 0.061 /
+// 0.020 mean. The bounds sit above ours and below its own spread; the mean bound is the tight one.
+constexpr double gemma_top_bound = 0.6;
+
+static std::string test_model(const std::string& file, const char* option) {
+  const std::string path = sluice::engine::test::source_dir() + "/models/" + file;
+  INFO("model " << path << " not found: run scripts/setup.sh " << option);
   REQUIRE(std::ifstream(path).good());
-  // 18 layers and 760 positions: llama.cpp's own f16-KV and f32-KV runs of these prompts differ by up to 0.83
-  // (chat) and 0.50 (long) top-k relative L2, 0.099 and 0.019 on average, with argmax flips. Ours against its
-  // f16 run measured 0.20 / 0.27 worst, 0.061 / 0.020 mean; the bounds sit above that and below its own spread.
-  check_real_model(path, "gemma3", {"capital", "chat", "long"}, 0.15, 0.35, 0.08);
+  return path;
+}
+
+TEST_CASE("golden: Gemma 3 270M Q4_K_M logits and greedy continuations match llama.cpp", "[golden][gemma]") {
+  const std::string path = test_model("gemma-3-270m-q4_k_m.gguf", "--with-gemma");
+  check_real_model(path, "gemma3", {"capital", "chat", "long"}, 0.15, gemma_top_bound, 0.08);
+}
+
+TEST_CASE("golden: the same models re-quantized to Q8_0 and Q4_1 match llama.cpp", "[golden][gemma]") {
+  // scripts/requantize.py's copies of the shipped files: the architectures in the other common tensor types.
+  check_real_model(test_model("gemma-3-270m-q8_0.gguf", "--with-variants"), "gemma3-q8_0", {"capital", "chat"}, 0.15,
+                   gemma_top_bound, 0.08);
+  check_real_model(test_model("gemma-3-270m-q4_1.gguf", "--with-variants"), "gemma3-q4_1", {"capital", "chat"}, 0.15,
+                   gemma_top_bound, 0.08);
+  check_real_model(test_model("SmolLM2-135M-Instruct.Q8_0.gguf", "--with-variants"), "smollm2-q8_0",
+                   {"capital", "chat"}, 0.15, 0.15, 0.05);
 }

@@ -13,7 +13,8 @@ llama.cpp (2 threads, f16 KV cache, no flash attention) and writes test/engine/g
   i32 continuation[n_cont]                      -- greedy (argmax) continuation after the tokens
   f32 margin[n_cont]                            -- llama.cpp's top-1 minus top-2 logit at each of those steps
 
-Run from the repository root: python3 test/engine/golden/make_logits_golden.py [tiny-names | gemma]
+The re-quantized copies of scripts/setup.sh --with-variants (Gemma Q8_0/Q4_1, SmolLM2 Q8_0) get top-32 goldens.
+Run from the repository root: python3 test/engine/golden/make_logits_golden.py [tiny-names | gemma | variants]
 The C++ tests (test/engine/golden_logits_test.cpp) only read these files.
 """
 import json
@@ -30,6 +31,9 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 DATA = os.path.join(HERE, "..", "data")
 DEFAULT_MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 GEMMA_MODEL = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")  # scripts/setup.sh --with-gemma
+# Re-quantized copies (scripts/setup.sh --with-variants): (file, golden prefix, which model's prompts)
+VARIANTS = [("gemma-3-270m-q8_0.gguf", "gemma3-q8_0", "gemma"), ("gemma-3-270m-q4_1.gguf", "gemma3-q4_1", "gemma"),
+            ("SmolLM2-135M-Instruct.Q8_0.gguf", "smollm2-q8_0", "smollm2")]
 
 TINY_SEQS = [[10, 20, 30, 40, 50, 60, 70, 80], [264, 5, 99, 100, 101, 7, 7, 7, 200, 3, 150, 12]]
 DEFAULT_PROMPTS = [
@@ -96,6 +100,13 @@ def write(name, tokens, logits, full_positions, dtype, top_k, cont_margins):
 TINY = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "kmix", "kmix-f32", "qwen2", "qwen3", "gemma3"]
 
 
+def variants():
+    """Top-32 goldens (no full rows) for the re-quantized copies, on their model's first and chat prompts."""
+    for file, prefix, family in VARIANTS:
+        prompts = [p for p in (GEMMA_PROMPTS if family == "gemma" else DEFAULT_PROMPTS) if p[0] in ("capital", "chat")]
+        real_model(os.path.join(ROOT, "models", file), prefix, prompts, family == "gemma", lambda n: [], 32)
+
+
 def real_model(path, prefix, prompts, add_bos, full, n_cont):
     """Goldens for a real model: full logits (f16) at the positions full(n_tokens) picks, top-32 everywhere.
     Also test/integration/golden/<prefix>_continuations.json: per prompt its token count and llama.cpp's greedy
@@ -119,10 +130,14 @@ def real_model(path, prefix, prompts, add_bos, full, n_cont):
 
 
 def main():
-    # python3 make_logits_golden.py [tiny names, comma-separated | gemma]: only those tiny models, or only Gemma
+    # python3 make_logits_golden.py [tiny names, comma-separated | gemma | variants]: only those tiny models, only
+    # Gemma, or only the re-quantized copies
     only = sys.argv[1].split(",") if len(sys.argv) > 1 else None
     if only == ["gemma"]:
         real_model(GEMMA_MODEL, "gemma3", GEMMA_PROMPTS, True, lambda n: [n - 1], 32)
+        return
+    if only == ["variants"]:
+        variants()
         return
     for q in TINY if only is None else only:
         path = os.path.join(DATA, f"tiny-{q}.gguf")
@@ -133,6 +148,7 @@ def main():
         return
     real_model(DEFAULT_MODEL, "smollm2", DEFAULT_PROMPTS, False, lambda n: [0, n - 1], 48)
     real_model(GEMMA_MODEL, "gemma3", GEMMA_PROMPTS, True, lambda n: [n - 1], 32)
+    variants()
 
 
 if __name__ == "__main__":
