@@ -155,3 +155,26 @@ def test_a_flood_of_distinct_prompts_evicts_within_the_budget(server):
     # Still answers after evicting, the same as the uncached engine.
     prompt = "Document 0: " + " ".join(f"w0x{j}" for j in range(45))
     assert complete(server, "tight", prompt)[0] == complete(server, "plain", prompt)[0]
+
+
+def test_kv_cache_gauges_are_read_at_scrape_time(server):
+    # While a stream runs its blocks show as used: the gateway reads the engine when /metrics is scraped, not
+    # only when a request ends (the model "plain" keeps nothing cached, so between requests it uses no block).
+    status, _, raw = request(server, "GET", "/metrics")
+    assert status == 200
+    assert metric(raw.decode(), "sluice_engine_kv_cache_blocks", model="plain", state="total") > 0
+    before = metric(raw.decode(), "sluice_engine_kv_cache_blocks", model="plain", state="used")
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
+    body = {"model": "plain", "temperature": 0, "max_tokens": 300, "stream": True,
+            "prompt": ", ".join(str(i) for i in range(1, 40)) + ","}  # greedy counting goes on and on
+    conn.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    for _ in range(10):  # ten events in (each "data:" line has a blank line after it): mid-stream
+        assert resp.readline().startswith(b"data: {")
+        resp.readline()
+    status, _, raw = request(server, "GET", "/metrics")
+    during = metric(raw.decode(), "sluice_engine_kv_cache_blocks", model="plain", state="used")
+    resp.read()
+    conn.close()
+    assert during > before

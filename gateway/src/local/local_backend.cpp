@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "local/model_identity.h"
@@ -22,11 +23,9 @@ router::finish_reason map_finish(engine::finish_reason r) {
   return r == engine::finish_reason::length ? router::finish_reason::length : router::finish_reason::stop;
 }
 
-// Records a local model's prompt-token sources and KV cache state in the gateway's metrics; called on the
-// engine thread as each request finishes (the engine's stats are a copy taken under its lock). Cancelled
-// sequences are skipped: the engine's destructor finishes its sequences as cancelled while its scheduler is
-// being torn down, when stats cannot be read (and a shared_ptr taken there could destroy the engine on its
-// own thread).
+// Records a local model's prompt-token sources in the gateway's metrics as each request finishes (on the engine
+// thread; cancelled sequences are skipped), and its KV cache state when /metrics is scraped (collect(), run by
+// the registry for as long as the backend that owns the engine is alive).
 class engine_metrics_recorder {
  public:
   engine_metrics_recorder(std::shared_ptr<gateway_metrics> m, const std::string& model, const engine::engine& eng)
@@ -34,10 +33,13 @@ class engine_metrics_recorder {
 
   void record(const engine::finish_info& info) {
     if (info.reason == engine::finish_reason::cancelled) return;
-    const engine::engine& eng = engine_;
     metrics_->engine_prompt_tokens_total.with({model_, "cached"}).inc(info.tokens_cached);
     metrics_->engine_prompt_tokens_total.with({model_, "computed"}).inc(info.tokens_prompt - info.tokens_cached);
-    const engine::stats st = eng.get_stats();
+  }
+
+  // The engine's stats are a copy taken under its lock.
+  void collect() {
+    const engine::stats st = engine_.get_stats();
     metrics_->engine_kv_cache_blocks.with({model_, "total"}).set(st.kv_blocks_total);
     metrics_->engine_kv_cache_blocks.with({model_, "used"}).set(st.kv_blocks_used);
     metrics_->engine_kv_cache_blocks.with({model_, "cached"}).set(st.kv_blocks_cached);
@@ -51,7 +53,7 @@ class engine_metrics_recorder {
  private:
   std::shared_ptr<gateway_metrics> metrics_;
   std::string model_;
-  const engine::engine& engine_;  // outlives every sequence it observes
+  const engine::engine& engine_;  // outlives every sequence it observes, and collect() is unregistered before it dies
   std::mutex mutex_;
   uint64_t evicted_seen_ = 0;  // the engine's count is cumulative; the counter gets the difference
 };
@@ -167,13 +169,22 @@ class local_generation final : public router::generation, public engine::sequenc
 class local_backend final : public router::backend {
  public:
   local_backend(std::unique_ptr<engine::engine> eng, std::string identity,
-                std::shared_ptr<engine_metrics_recorder> recorder)
-      : engine_(std::move(eng)), identity_(std::move(identity)), recorder_(std::move(recorder)) {}
+                std::shared_ptr<engine_metrics_recorder> recorder, std::shared_ptr<gateway_metrics> metrics)
+      : engine_(std::move(eng)),
+        identity_(std::move(identity)),
+        recorder_(std::move(recorder)),
+        metrics_(std::move(metrics)) {
+    if (metrics_ && recorder_) collector_ = metrics_->add_collector([r = recorder_.get()] { r->collect(); });
+  }
+  ~local_backend() override { stop_collecting(); }
 
   std::string identity() const override { return identity_; }
 
   // Cancels what is still running and joins the engine's threads (the engine's destructor does both).
-  void stop() override { engine_.reset(); }
+  void stop() override {
+    stop_collecting();
+    engine_.reset();
+  }
 
   router::result<std::shared_ptr<router::generation>> start(std::shared_ptr<const router::chat_request> req,
                                                             const policies::model_config& model,
@@ -242,9 +253,16 @@ class local_backend final : public router::backend {
   }
 
  private:
+  // Unregisters the scrape-time collector, waiting for a scrape that runs it: the engine may go after this.
+  void stop_collecting() {
+    if (collector_) metrics_->remove_collector(std::exchange(collector_, 0));
+  }
+
   std::shared_ptr<engine::engine> engine_;
   std::string identity_;  // "sha256:..." of the GGUF
   std::shared_ptr<engine_metrics_recorder> recorder_;
+  std::shared_ptr<gateway_metrics> metrics_;
+  uint64_t collector_ = 0;  // the registry's id for recorder_->collect(), 0 when none
 };
 
 }  // namespace
@@ -267,9 +285,9 @@ router::result<std::shared_ptr<router::backend>> make_local_backend(const polici
     std::fprintf(stderr, "sluice: local model '%s': %s\n", model.name.c_str(), (*eng)->info().device_note.c_str());
   auto id = gguf_identity(model.local.gguf_path);  // what an acceptance model trained on its answers must match
   if (!id) return id.error();
-  auto recorder = metrics ? std::make_shared<engine_metrics_recorder>(std::move(metrics), model.name, **eng) : nullptr;
+  auto recorder = metrics ? std::make_shared<engine_metrics_recorder>(metrics, model.name, **eng) : nullptr;
   return std::shared_ptr<router::backend>(
-      std::make_shared<local_backend>(std::move(*eng), std::move(*id), std::move(recorder)));
+      std::make_shared<local_backend>(std::move(*eng), std::move(*id), std::move(recorder), std::move(metrics)));
 }
 
 }  // namespace sluice::gateway

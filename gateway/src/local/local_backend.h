@@ -13,7 +13,8 @@ namespace sluice::gateway {
 class gateway_metrics;
 
 // Loads the model's GGUF (kind local) and starts its engine threads. With `metrics`, the engine's prompt-token
-// sources and KV cache state are recorded under the model's name as each request finishes.
+// sources are recorded under the model's name as each request finishes, and its KV cache state whenever
+// /metrics is scraped.
 router::result<std::shared_ptr<router::backend>> make_local_backend(const policies::model_config& model,
                                                                     std::shared_ptr<gateway_metrics> metrics = nullptr);
 

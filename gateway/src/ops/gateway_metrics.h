@@ -82,6 +82,8 @@ class gateway_metrics {
   void connection_closed() { connections_open.dec(); }
 
   std::string expose() const { return registry_.expose(); }  // the body of GET /metrics
+  uint64_t add_collector(std::function<void()> collect) { return registry_.add_collector(std::move(collect)); }
+  void remove_collector(uint64_t id) { registry_.remove_collector(id); }
 
  private:
   registry registry_;  // declared first: the families below live in it

@@ -233,7 +233,22 @@ histogram_family& registry::add_histogram(std::string name, std::string help, st
                                                 std::move(upper_bounds)));
 }
 
+uint64_t registry::add_collector(std::function<void()> collect) {
+  std::lock_guard lock(collectors_mutex_);
+  collectors_.emplace_back(next_collector_, std::move(collect));
+  return next_collector_++;
+}
+
+void registry::remove_collector(uint64_t id) {
+  std::lock_guard lock(collectors_mutex_);
+  std::erase_if(collectors_, [&](const auto& c) { return c.first == id; });
+}
+
 std::string registry::expose() const {
+  {
+    std::lock_guard lock(collectors_mutex_);
+    for (const auto& c : collectors_) c.second();
+  }
   std::string out;
   std::lock_guard lock(mutex_);
   for (const auto& f : families_) f->write(out);

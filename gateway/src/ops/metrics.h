@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -145,7 +146,13 @@ class registry {
                                   std::vector<double> upper_bounds);
 
   // The whole registry in the Prometheus text format 0.0.4 (Content-Type: text/plain; version=0.0.4).
+  // The collectors run first, in registration order.
   std::string expose() const;
+
+  // A collector refreshes, at scrape time, series that mirror state owned elsewhere (a local model's KV cache).
+  // remove_collector returns once no expose() runs it any more, so its owner may then be destroyed.
+  uint64_t add_collector(std::function<void()> collect);
+  void remove_collector(uint64_t id);
 
  private:
   template <class F>
@@ -153,6 +160,9 @@ class registry {
 
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<family_base>> families_;
+  mutable std::mutex collectors_mutex_;  // held while collectors run: removal waits for a running scrape
+  std::vector<std::pair<uint64_t, std::function<void()>>> collectors_;
+  uint64_t next_collector_ = 1;
 };
 
 // Text-format helpers, exposed for tests.
