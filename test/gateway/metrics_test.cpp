@@ -142,3 +142,21 @@ TEST_CASE("concurrent updates and lookups lose nothing", "[metrics]") {
   CHECK(s.cumulative[0] == threads * per_thread / 2);
   CHECK(s.sum == Approx(threads * per_thread / 2 * 1.25));
 }
+
+TEST_CASE("collectors refresh their series at every exposition until they are removed", "[metrics]") {
+  registry r;
+  auto& blocks = r.add_gauge("demo_blocks", "Blocks in use.", {"model"});
+  int state = 3, calls = 0;
+  const uint64_t id = r.add_collector([&] {
+    ++calls;
+    blocks.with({"m"}).set(state);
+  });
+  CHECK(r.expose().find("demo_blocks{model=\"m\"} 3\n") != std::string::npos);
+  state = 7;
+  CHECK(r.expose().find("demo_blocks{model=\"m\"} 7\n") != std::string::npos);
+  r.remove_collector(id);
+  state = 9;
+  CHECK(r.expose().find("demo_blocks{model=\"m\"} 7\n") != std::string::npos);  // the last value stays
+  CHECK(calls == 2);
+  r.remove_collector(id);  // removing twice is harmless
+}
