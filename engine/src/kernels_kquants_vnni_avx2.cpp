@@ -1,6 +1,6 @@
-// The Q5_0, Q5_1, Q4_K, Q5_K and Q6_K matmuls with AVX512-VNNI dot products on 256-bit registers (vpdpbusd
-// replaces maddubs + madd, and 32 vector registers hold 4 x 4 tiles). Compiled with the AVX2 flags plus the
-// target pragma below; called only from the VNNI kernel table, which runs only on CPUs with avx512vnni and avx512vl.
+// The Q5_0, Q5_1, Q4_K, Q5_K and Q6_K matmuls with AVX512-VNNI dot products (vpdpbusd replaces maddubs + madd;
+// prefill on 512-bit vectors, whose 32 registers hold 4 x 3 tiles). Compiled with the AVX2 flags plus the target
+// pragma below; called only from the VNNI kernel table, which runs only on CPUs with avx512vnni and avx512vl.
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
 #else
