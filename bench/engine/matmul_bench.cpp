@@ -2,7 +2,8 @@
 // SmolLM2-135M (576 -> 1536 for Q5_0 q/k/v/gate/up-like tensors, 1536 -> 576 for the K-quant ffn_down), times
 // a prefill chunk of tokens and a single token, for every kernel table this CPU runs. Prints the best of
 // several repetitions in multiply-adds per nanosecond. For A/B work on the kernels; the end-to-end comparison
-// with llama.cpp is bench/engine/run. Usage: matmul_bench [--tokens N] [--reps N] [--types q5_0,q4_k,...]
+// with llama.cpp is bench/engine/run.
+// Usage: matmul_bench [--tokens N] [--reps N] [--types q5_0,q4_k,...] [--rows N] [--k N] (--rows/--k: other shape)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -48,13 +49,15 @@ std::vector<uint8_t> random_matrix(eng::tensor_type t, int rows, int k, std::mt1
 }  // namespace
 
 int main(int argc, char** argv) {
-  int tokens = 256, reps = 5;
+  int tokens = 256, reps = 5, rows = 0, k = 0;
   std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--tokens") tokens = std::atoi(argv[i + 1]);
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
     else if (a == "--types") only = argv[i + 1];
+    else if (a == "--rows") rows = std::atoi(argv[i + 1]);
+    else if (a == "--k") k = std::atoi(argv[i + 1]);
   }
   const std::vector<type_shape> shapes = {
       {"q5_0", eng::tensor_type::q5_0, 1536, 576}, {"q5_1", eng::tensor_type::q5_1, 1536, 576},
@@ -67,8 +70,10 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::printf("%-6s %-11s %14s %14s\n", "type", "kernels", "MAC/ns tokens", "MAC/ns 1 token");
-  for (const type_shape& s : shapes) {
+  for (type_shape s : shapes) {
     if (!only.empty() && only.find(s.name) == std::string::npos) continue;
+    if (rows > 0) s.rows = rows;
+    if (k > 0) s.k = k;
     const auto w = random_matrix(s.type, s.rows, s.k, rng);
     std::vector<float> x(size_t(tokens) * s.k);
     for (float& v : x) v = nd(rng);
