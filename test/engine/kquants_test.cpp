@@ -201,6 +201,77 @@ TEST_CASE("k-quants: dot products against Q8 activations match the dequantized r
   }
 }
 
+// The SIMD matmuls lay rows out once per tile of R rows and walk the tokens in tiles of R x T (VNNI 4 x 3, AVX2
+// 2 x 2, then single tokens and smaller row tiles), one lane per group of weights: 32-groups over whole vectors,
+// the rest in one more vector of groups of 4, 8, 16 or 32 (Q6_K: 16-groups throughout), the last vector padded.
+// Covered: every combination of a tile's rows and tokens, row ranges that start inside a tile and leave a ragged
+// end, one block per row, every group size of the second segment for 8 and 16 lanes (Q5 k = 32 ... 800), one
+// token (decode), accumulation, and ldy wider than the rows (the entries between stay untouched).
+TEST_CASE("k-quants: SIMD matmuls equal the scalar one for every tile shape and ragged edge", "[kernels][kquants]") {
+  std::vector<const kernel_table*> tables;
+  if (avx2_kernels() && &cpu_kernels() != &scalar_kernels()) tables.push_back(avx2_kernels());
+  if (vnni_kernels() && &cpu_kernels() == vnni_kernels()) tables.push_back(vnni_kernels());
+  if (tables.empty()) return;  // no SIMD kernels on this CPU
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int rows = 11, max_tokens = 9, ldy = 13;
+  for (tensor_type t : {tensor_type::q5_0, tensor_type::q5_1, tensor_type::q4_k, tensor_type::q5_k, tensor_type::q6_k}) {
+    const bool k_quant = t == tensor_type::q4_k || t == tensor_type::q5_k || t == tensor_type::q6_k;
+    for (int k : k_quant ? std::vector<int>{256, 768, 1536} : std::vector<int>{32, 352, 416, 512, 576, 608, 800}) {
+      std::vector<uint8_t> w;
+      for (int r = 0; r < rows; ++r) {
+        auto row = random_row(t, k, rng);
+        w.insert(w.end(), row.begin(), row.end());
+      }
+      const size_t rb = row_bytes_of(t, k);
+      std::vector<float> x(size_t(max_tokens) * k);
+      for (float& v : x) v = nd(rng);
+      std::vector<block_q8_act> xq(size_t(max_tokens) * (k / qk));
+      for (int tok = 0; tok < max_tokens; ++tok)
+        scalar_kernels().quantize_q8(&x[size_t(tok) * k], &xq[size_t(tok) * (k / qk)], k);
+      // Sum of |w x| per (token, row): the scale of the float rounding allowed.
+      std::vector<double> norm(size_t(max_tokens) * rows);
+      std::vector<float> deq(static_cast<size_t>(k));
+      for (int r = 0; r < rows; ++r) {
+        dequantize_row(t, w.data() + size_t(r) * rb, deq.data(), k);
+        for (int tok = 0; tok < max_tokens; ++tok)
+          for (int i = 0; i < k; ++i) norm[size_t(tok) * rows + r] += std::fabs(double(deq[size_t(i)]) * x[size_t(tok) * k + i]);
+      }
+      for (auto [r0, r1] : {std::pair{0, 11}, {1, 8}, {3, 4}, {2, 4}, {5, 10}, {0, 6}}) {
+        for (int nt : {1, 2, 3, 4, 5, 6, 7, 9}) {
+          for (bool acc : {false, true}) {
+            matmul_args m;
+            m.type = t, m.w = w.data(), m.row_bytes = rb, m.k = k, m.r0 = r0, m.r1 = r1, m.nt = nt;
+            m.xq = xq.data(), m.ldxq = k / qk, m.ldy = ldy, m.accumulate = acc;
+            std::vector<float> y0(size_t(nt) * ldy);
+            for (float& v : y0) v = nd(rng);
+            std::vector<float> ref = y0;
+            m.y = ref.data();
+            scalar_kernels().matmul(m);
+            for (const kernel_table* kt : tables) {
+              std::vector<float> got = y0;
+              m.y = got.data();
+              kt->matmul(m);
+              for (int tok = 0; tok < nt; ++tok) {
+                for (int c = 0; c < ldy; ++c) {
+                  INFO("type " << int(t) << " k " << k << " kernels " << kt->name << " rows [" << r0 << ", " << r1
+                                << ") tokens " << nt << " accumulate " << acc << " token " << tok << " column " << c);
+                  const size_t i = size_t(tok) * ldy + c;
+                  if (c < r0 || c >= r1) {
+                    REQUIRE(got[i] == y0[i]);
+                  } else {
+                    REQUIRE(got[i] == Approx(ref[i]).epsilon(1e-5).margin(1e-5 * norm[size_t(tok) * rows + c]));
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 namespace {
 
 std::string data_path(const std::string& f) { return sluice::engine::test::source_dir() + "/test/engine/data/" + f; }
