@@ -1,6 +1,7 @@
 // Portable packing and unpacking of the interleaved layout (see weight_packing.h); load time only.
 #include "weight_packing.h"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -9,12 +10,14 @@
 
 namespace sluice::engine {
 
-void pack_rows(tensor_type t, const uint8_t* src, uint8_t* dst, int rows, int k) {
+namespace {
+// Groups [g0, g1) of pack_rows: reads source rows [8 g0, 8 g1) only.
+void pack_groups(tensor_type t, const uint8_t* src, uint8_t* dst, int rows, int k, int g0, int g1) {
   const int nb = k / qk, groups = rows / pack_group_rows;
   const size_t rb = row_bytes_of(t, k), qb = packed_quant_bytes(t), sb = packed_scale_bytes(t);
   uint8_t* quants = dst;
   uint8_t* scales = dst + size_t(groups) * size_t(nb) * qb;
-  for (int g = 0; g < groups; ++g)
+  for (int g = g0; g < g1; ++g)
     for (int b = 0; b < nb; ++b) {
       uint8_t* q = quants + (size_t(g) * size_t(nb) + size_t(b)) * qb;
       uint8_t* s = scales + (size_t(g) * size_t(nb) + size_t(b)) * sb;
@@ -32,7 +35,13 @@ void pack_rows(tensor_type t, const uint8_t* src, uint8_t* dst, int rows, int k)
         }
       }
     }
-  const size_t packed = size_t(groups) * pack_group_rows * rb;
+}
+}  // namespace
+
+void pack_rows(tensor_type t, const uint8_t* src, uint8_t* dst, int rows, int k) {
+  const int groups = rows / pack_group_rows;
+  pack_groups(t, src, dst, rows, k, 0, groups);
+  const size_t rb = row_bytes_of(t, k), packed = size_t(groups) * pack_group_rows * rb;
   std::memcpy(dst + packed, src + packed, size_t(rows - groups * pack_group_rows) * rb);
 }
 
@@ -69,9 +78,16 @@ packed_weights::packed_weights(const llama_model& m, const kernel_table& k) {
     if (!packable(w.type) || w.cols % qk != 0 || w.rows < pack_group_rows || copies_.count(w.data)) return;
     const size_t n = size_t(w.rows) * w.row_bytes;
     std::unique_ptr<uint8_t, aligned_free> copy(static_cast<uint8_t*>(::operator new[](n, std::align_val_t(64))));
-    pack_rows(w.type, w.data, copy.get(), w.rows, w.cols);
-    // Matmuls read only the copy from now on: give the map's pages back (they fault in again if read).
-    if (m.file) m.file->release(w.data, n);
+    // Matmuls read only the copy from now on: give the map's pages back as the packing goes (they fault in
+    // again if read), so that the peak stays near one copy of the model.
+    const int groups = w.rows / pack_group_rows, chunk = 256;  // groups per step (1-2 MB of a large matrix)
+    for (int g = 0; g < groups; g += chunk) {
+      const int g1 = std::min(groups, g + chunk);
+      pack_groups(w.type, w.data, copy.get(), w.rows, w.cols, g, g1);
+      if (m.file) m.file->release(w.data + size_t(g) * pack_group_rows * w.row_bytes, size_t(g1 - g) * pack_group_rows * w.row_bytes);
+    }
+    const size_t packed = size_t(groups) * pack_group_rows * w.row_bytes;
+    std::memcpy(copy.get() + packed, w.data + packed, n - packed);
     bytes_ += n;
     copies_.emplace(w.data, std::move(copy));
   };
