@@ -75,7 +75,7 @@ void packed_weights::aligned_free::operator()(uint8_t* p) const { ::operator del
 packed_weights::packed_weights(const llama_model& m, const kernel_table& k) {
   if (!k.reads_packed) return;
   auto add = [&](const weight& w) {
-    if (!packable(w.type) || w.cols % qk != 0 || w.rows < pack_group_rows || copies_.count(w.data)) return;
+    if (!packable(w.type) || w.cols % qk != 0 || w.rows < pack_group_rows || find(w.data)) return;
     const size_t n = size_t(w.rows) * w.row_bytes;
     std::unique_ptr<uint8_t, aligned_free> copy(static_cast<uint8_t*>(::operator new[](n, std::align_val_t(64))));
     // Matmuls read only the copy from now on: give the map's pages back as the packing goes (they fault in
@@ -89,7 +89,9 @@ packed_weights::packed_weights(const llama_model& m, const kernel_table& k) {
     const size_t packed = size_t(groups) * pack_group_rows * w.row_bytes;
     std::memcpy(copy.get() + packed, w.data + packed, n - packed);
     bytes_ += n;
-    copies_.emplace(w.data, std::move(copy));
+    index_.insert(std::lower_bound(index_.begin(), index_.end(), std::pair<const uint8_t*, const uint8_t*>(w.data, nullptr)),
+                  {w.data, copy.get()});
+    copies_.push_back(std::move(copy));
   };
   for (const llama_layer& L : m.layers)
     for (const weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add(*w);

@@ -14,8 +14,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <memory>
-#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "tensor_types.h"
 
@@ -40,10 +42,11 @@ void unpack_row(tensor_type t, const uint8_t* packed, int rows, int k, int r, ui
 class packed_weights {
  public:
   packed_weights(const llama_model& m, const kernel_table& k);
-  // The packed copy of the matrix whose plain bytes start at `data`, or nullptr.
+  // The packed copy of the matrix whose plain bytes start at `data`, or nullptr. Called per matmul: a binary
+  // search in one small sorted array (a hash map's scattered nodes missed the cache after each matmul).
   const uint8_t* find(const uint8_t* data) const {
-    auto it = copies_.find(data);
-    return it == copies_.end() ? nullptr : it->second.get();
+    auto it = std::lower_bound(index_.begin(), index_.end(), data, [](const auto& e, const uint8_t* d) { return e.first < d; });
+    return it != index_.end() && it->first == data ? it->second : nullptr;
   }
   size_t bytes() const { return bytes_; }
 
@@ -51,7 +54,8 @@ class packed_weights {
   struct aligned_free {
     void operator()(uint8_t* p) const;
   };
-  std::unordered_map<const uint8_t*, std::unique_ptr<uint8_t, aligned_free>> copies_;
+  std::vector<std::unique_ptr<uint8_t, aligned_free>> copies_;
+  std::vector<std::pair<const uint8_t*, const uint8_t*>> index_;  // (plain bytes, packed copy), sorted
   size_t bytes_ = 0;
 };
 
