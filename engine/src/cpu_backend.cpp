@@ -5,7 +5,8 @@
 // (Qwen), NEOX RoPE, and for Gemma 3 scaled embeddings, GeGLU, a norm of each block's output before its
 // residual add, and sliding-window layers with their own RoPE base.
 // A whole step is one thread_pool::run(); work is split by rows (matmuls) or tokens/heads, with a
-// barrier between dependent phases. Weights are read in place (quantized) from the mapped file;
+// barrier between dependent phases. Weights are read in place (quantized) from the mapped file, or from a
+// repacked copy (weight_packing.h) where the kernels want one;
 // activations are quantized to Q8 once per row for the integer dot products.
 #include <algorithm>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "backend.h"
 #include "kernels.h"
 #include "thread_pool.h"
+#include "weight_packing.h"
 
 namespace sluice::engine {
 namespace {
@@ -69,7 +71,8 @@ void rms_norm(const float* x, const float* w, float* out, int n, float eps) {
 class cpu_backend final : public backend {
  public:
   cpu_backend(const llama_model& m, int threads, kv_type kv, const kernel_table* kernels)
-      : m_(m), hp_(m.hp), k_(kernels ? *kernels : cpu_kernels()), pool_(threads), kv_f16_(kv == kv_type::f16) {
+      : m_(m), hp_(m.hp), k_(kernels ? *kernels : cpu_kernels()), packed_(m, k_), pool_(threads),
+        kv_f16_(kv == kv_type::f16) {
     const int T = max_step_tokens;
     qkv_ld_ = hp_.q_dim() + 2 * hp_.kv_dim();
     x_.resize(size_t(T) * hp_.n_embd);
@@ -187,6 +190,10 @@ class cpu_backend final : public backend {
     a.r0 = r0; a.r1 = r1; a.nt = nt;
     a.xf = xf; a.ldxf = ldxf; a.xq = xq; a.ldxq = ldxq;
     a.y = y; a.ldy = ldy; a.accumulate = acc;
+    if (const uint8_t* p = packed_.find(w.data)) {
+      a.w = p;
+      a.packed_rows = w.rows / pack_group_rows * pack_group_rows;
+    }
     k_.matmul(a);
   }
 
@@ -447,6 +454,7 @@ class cpu_backend final : public backend {
   const llama_model& m_;
   const llama_hparams& hp_;
   const kernel_table& k_;
+  packed_weights packed_;  // repacked Q4_1/Q8_0 matrices when k_ reads them (replace the map's bytes)
   thread_pool pool_;
   bool kv_f16_;
   kv_pool kv_;

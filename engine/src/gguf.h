@@ -56,6 +56,8 @@ class gguf_file {
   uint64_t alignment() const { return alignment_; }
   uint64_t file_bytes() const { return file_->bytes().size(); }
   const std::string& path() const { return file_->path(); }
+  // Drops the pages of [p, p + n) from this process's memory (see mapped_file::release).
+  void release(const uint8_t* p, size_t n) const { file_->release({p, n}); }
 
   const gguf_value* find(std::string_view key) const;
   const gguf_tensor* tensor(std::string_view name) const;

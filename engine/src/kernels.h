@@ -27,6 +27,9 @@ struct matmul_args {
   float* y = nullptr;
   int ldy = 0;
   bool accumulate = false;  // y += (residual connections) instead of y =
+  // Rows [0, packed_rows) are interleaved by 8 as weight_packing.h lays them out (tables with reads_packed
+  // only; a multiple of 8), rows from packed_rows on are plain. 0: every row plain.
+  int packed_rows = 0;
 };
 
 inline bool needs_q8_activations(tensor_type t) {
@@ -63,11 +66,16 @@ struct kernel_table {
   void (*attn_scores_f16)(const float* q, const uint16_t* k, size_t stride, int n, int hd, float* scores);
   void (*attn_mix_f16)(const float* p, const uint16_t* v, size_t stride, int n, int hd, float* out);
   void (*silu_mul)(float* g, const float* u, int n);  // g = silu(g) * u (SwiGLU)
+  // matmul reads Q4_1 and Q8_0 weights packed by weight_packing.h (matmul_args::packed_rows).
+  bool reads_packed;
 };
 
 const kernel_table& scalar_kernels();
 const kernel_table* avx2_kernels();  // nullptr when not compiled in
 const kernel_table* vnni_kernels();  // AVX512-VNNI (256-bit) variant; nullptr when not compiled in
+// The packed-layout matmul of the VNNI table (kernels_vnni_packed_avx2.cpp): rows [m.r0, min(m.r1,
+// m.packed_rows)); AVX512-VNNI CPUs only.
+void matmul_packed_vnni(const matmul_args& m);
 // The best table the running CPU supports; SLUICE_ENGINE_KERNELS=scalar|avx2 caps the choice.
 const kernel_table& cpu_kernels();
 

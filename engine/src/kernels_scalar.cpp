@@ -145,7 +145,8 @@ void gelu_mul(float* g, const float* u, int n) {
 const kernel_table& scalar_kernels() {
   static const kernel_table t{"scalar",       matmul_scalar,   quantize_q8_scalar, dot_f16_scalar,
                               dot_f32_scalar, axpy_f16_scalar, axpy_f32_scalar,    to_f16_scalar,
-                              round_f16_scalar, attn_scores_f16_scalar, attn_mix_f16_scalar, silu_mul_scalar};
+                              round_f16_scalar, attn_scores_f16_scalar, attn_mix_f16_scalar, silu_mul_scalar,
+                              false};
   return t;
 }
 
@@ -157,6 +158,7 @@ const kernel_table& cpu_kernels() {
     __builtin_cpu_init();
     bool allow_vnni = !(force && std::strcmp(force, "avx2") == 0);
     if (allow_vnni && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && vnni_kernels())
       return vnni_kernels();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && avx2_kernels()) return avx2_kernels();

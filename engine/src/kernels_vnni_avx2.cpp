@@ -21,7 +21,8 @@ namespace sluice::engine {
 const kernel_table* vnni_kernels() {
   static const kernel_table t{"avx512vnni",  vnni::matmul,   vnni::quantize_q8, vnni::dot_f16,
                               vnni::dot_f32, vnni::axpy_f16, vnni::axpy_f32, vnni::to_f16,
-                              vnni::round_f16, vnni::attn_scores_f16, vnni::attn_mix_f16, vnni::silu_mul};
+                              vnni::round_f16, vnni::attn_scores_f16, vnni::attn_mix_f16, vnni::silu_mul,
+                              true};
   return &t;
 }
 }  // namespace sluice::engine

@@ -45,6 +45,14 @@ std::unique_ptr<mapped_file> mapped_file::borrow(std::span<const uint8_t> bytes)
   return f;
 }
 
+void mapped_file::release(std::span<const uint8_t> range) const {
+  if (!owned_ || range.data() < data_ || range.data() + range.size() > data_ + size_) return;
+  const auto page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (uintptr_t(range.data()) + page - 1) / page * page;
+  const uintptr_t e = (uintptr_t(range.data()) + range.size()) / page * page;
+  if (b < e) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
 mapped_file::~mapped_file() {
   if (owned_ && data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

@@ -23,6 +23,9 @@ class mapped_file {
 
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
+  // Unmaps the whole pages inside `range` from this process (a later read faults them in again from the
+  // page cache): for bytes the engine has copied elsewhere. Does nothing on borrowed memory.
+  void release(std::span<const uint8_t> range) const;
 
  private:
   mapped_file() = default;
