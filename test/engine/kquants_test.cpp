@@ -206,7 +206,8 @@ TEST_CASE("k-quants: dot products against Q8 activations match the dequantized r
 // the rest in one more vector of groups of 4, 8, 16 or 32 (Q6_K: 16-groups throughout), the last vector padded.
 // Covered: every combination of a tile's rows and tokens, row ranges that start inside a tile and leave a ragged
 // end, one block per row, every group size of the second segment for 8 and 16 lanes (Q5 k = 32 ... 800), one
-// token (decode), accumulation, and ldy wider than the rows (the entries between stay untouched).
+// token (decode: 4 rows at a time, then single rows; k = 640 is Gemma 3 270M's), accumulation, and ldy wider
+// than the rows (the entries between stay untouched).
 TEST_CASE("k-quants: SIMD matmuls equal the scalar one for every tile shape and ragged edge", "[kernels][kquants]") {
   std::vector<const kernel_table*> tables;
   if (avx2_kernels() && &cpu_kernels() != &scalar_kernels()) tables.push_back(avx2_kernels());
@@ -217,7 +218,7 @@ TEST_CASE("k-quants: SIMD matmuls equal the scalar one for every tile shape and 
   const int rows = 11, max_tokens = 9, ldy = 13;
   for (tensor_type t : {tensor_type::q5_0, tensor_type::q5_1, tensor_type::q4_k, tensor_type::q5_k, tensor_type::q6_k}) {
     const bool k_quant = t == tensor_type::q4_k || t == tensor_type::q5_k || t == tensor_type::q6_k;
-    for (int k : k_quant ? std::vector<int>{256, 768, 1536} : std::vector<int>{32, 352, 416, 512, 576, 608, 800}) {
+    for (int k : k_quant ? std::vector<int>{256, 768, 1536} : std::vector<int>{32, 352, 416, 512, 576, 608, 640, 800}) {
       std::vector<uint8_t> w;
       for (int r = 0; r < rows; ++r) {
         auto row = random_row(t, k, rng);
