@@ -8,6 +8,7 @@
 
 #include "api/anthropic_codec.h"
 #include "api/json_util.h"
+#include "api/request_errors.h"
 
 namespace sluice::gateway {
 
@@ -18,10 +19,6 @@ using router::error;
 using simdjson::dom::element;
 using simdjson::dom::element_type;
 using simdjson::dom::object;
-
-error bad(std::string message, std::string param = {}) {
-  return error{errc::bad_request, std::move(message), std::move(param)};
-}
 
 // Tool use and the other features the gateway does not translate: 501 naming the field (issue 11, docs/api.md).
 error unsupported(const std::string& param, std::string_view what) {
@@ -46,7 +43,7 @@ const char* type_name(element_type t) {
 }
 
 error wrong_type(const std::string& param, const char* want, element e) {
-  return bad(param + ": Input should be " + want + " (got " + type_name(e.type()) + ")", param);
+  return bad_request(param + ": Input should be " + want + " (got " + type_name(e.type()) + ")", param);
 }
 
 bool is_number(element e) {
@@ -68,11 +65,11 @@ std::optional<error> read_text_blocks(element v, const std::string& param, std::
     const std::string bp = param + "." + std::to_string(k++);
     if (block.type() != element_type::OBJECT) return wrong_type(bp, "a valid dictionary", block);
     std::string_view type;
-    if (block["type"].get_string().get(type) != simdjson::SUCCESS) return bad(bp + ".type: Field required", bp + ".type");
+    if (block["type"].get_string().get(type) != simdjson::SUCCESS) return bad_request(bp + ".type: Field required", bp + ".type");
     if (type == "text") {
       std::string_view text;
       element t;
-      if (block["text"].get(t) != simdjson::SUCCESS) return bad(bp + ".text: Field required", bp + ".text");
+      if (block["text"].get(t) != simdjson::SUCCESS) return bad_request(bp + ".text: Field required", bp + ".text");
       if (t.get_string().get(text) != simdjson::SUCCESS) return wrong_type(bp + ".text", "a valid string", t);
       if (system && !out.empty()) out += "\n\n";  // system blocks are separate paragraphs
       out.append(text);
@@ -85,7 +82,7 @@ std::optional<error> read_text_blocks(element v, const std::string& param, std::
     } else if (type == "thinking" || type == "redacted_thinking") {
       continue;  // earlier thinking of an assistant turn: not part of the conversation text
     } else {
-      return bad(bp + ".type: Input tag '" + std::string(type) + "' is not a supported content block type",
+      return bad_request(bp + ".type: Input tag '" + std::string(type) + "' is not a supported content block type",
                  bp + ".type");
     }
   }
@@ -124,9 +121,9 @@ std::optional<router::error> parse_anthropic_messages_request(std::string& body,
   body.reserve(len + simdjson::SIMDJSON_PADDING);
   element root;
   if (auto err = parser.parse(body.data(), len, false).get(root); err != simdjson::SUCCESS) {
-    return bad(std::string("There was an error parsing the body of your request: ") + simdjson::error_message(err));
+    return bad_request(std::string("There was an error parsing the body of your request: ") + simdjson::error_message(err));
   }
-  if (root.type() != element_type::OBJECT) return bad("The request body must be a JSON object.");
+  if (root.type() != element_type::OBJECT) return bad_request("The request body must be a JSON object.");
   if (auto e = reject_duplicate_keys(root)) return e;
 
   element model, messages, max_tokens, system, v;
@@ -148,15 +145,15 @@ std::optional<router::error> parse_anthropic_messages_request(std::string& body,
       }
     }
   }
-  if (!has_model) return bad("model: Field required", "model");
+  if (!has_model) return bad_request("model: Field required", "model");
   if (model.type() != element_type::STRING) return wrong_type("model", "a valid string", model);
   req.model.assign(std::string_view(model));
-  if (!has_max) return bad("max_tokens: Field required", "max_tokens");
+  if (!has_max) return bad_request("max_tokens: Field required", "max_tokens");
   int64_t mt = 0;
   if (max_tokens.get_int64().get(mt) != simdjson::SUCCESS) return wrong_type("max_tokens", "a valid integer", max_tokens);
-  if (mt < 1 || mt > 100'000'000) return bad("max_tokens: Input should be greater than or equal to 1", "max_tokens");
+  if (mt < 1 || mt > 100'000'000) return bad_request("max_tokens: Input should be greater than or equal to 1", "max_tokens");
   req.max_output_tokens = static_cast<int>(mt);
-  if (!has_messages) return bad("messages: Field required", "messages");
+  if (!has_messages) return bad_request("messages: Field required", "messages");
   if (messages.type() != element_type::ARRAY) return wrong_type("messages", "a valid list", messages);
 
   if (has_system && !system.is_null()) {
@@ -170,36 +167,36 @@ std::optional<router::error> parse_anthropic_messages_request(std::string& body,
     const std::string mp = "messages." + std::to_string(i++);
     if (m.type() != element_type::OBJECT) return wrong_type(mp, "a valid dictionary", m);
     element role, content;
-    if (m["role"].get(role) != simdjson::SUCCESS) return bad(mp + ".role: Field required", mp + ".role");
-    if (m["content"].get(content) != simdjson::SUCCESS) return bad(mp + ".content: Field required", mp + ".content");
+    if (m["role"].get(role) != simdjson::SUCCESS) return bad_request(mp + ".role: Field required", mp + ".role");
+    if (m["content"].get(content) != simdjson::SUCCESS) return bad_request(mp + ".content: Field required", mp + ".content");
     std::string_view r;
     if (role.get_string().get(r) != simdjson::SUCCESS) return wrong_type(mp + ".role", "a valid string", role);
     router::message msg;
     if (r == "user") msg.role_ = router::role::user;
     else if (r == "assistant") msg.role_ = router::role::assistant;
-    else return bad(mp + ".role: Input should be 'user' or 'assistant'", mp + ".role");
+    else return bad_request(mp + ".role: Input should be 'user' or 'assistant'", mp + ".role");
     if (auto e = read_text_blocks(content, mp + ".content", msg.content, false)) return e;
     req.messages.push_back(std::move(msg));
   }
-  if (i == 0) return bad("messages: at least one message is required", "messages");
+  if (i == 0) return bad_request("messages: at least one message is required", "messages");
 
   const object doc(root);
   if (doc["temperature"].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (!is_number(v)) return wrong_type("temperature", "a valid number", v);
     const double t = double(v);
-    if (!(t >= 0.0 && t <= 1.0)) return bad("temperature: Input should be between 0 and 1", "temperature");
+    if (!(t >= 0.0 && t <= 1.0)) return bad_request("temperature: Input should be between 0 and 1", "temperature");
     req.sampling.temperature = t;
   }
   if (doc["top_p"].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (!is_number(v)) return wrong_type("top_p", "a valid number", v);
     const double t = double(v);
-    if (!(t >= 0.0 && t <= 1.0)) return bad("top_p: Input should be between 0 and 1", "top_p");
+    if (!(t >= 0.0 && t <= 1.0)) return bad_request("top_p: Input should be between 0 and 1", "top_p");
     req.sampling.top_p = t;
   }
   if (doc["top_k"].get(v) == simdjson::SUCCESS && !v.is_null()) {
     int64_t k = 0;
     if (v.get_int64().get(k) != simdjson::SUCCESS) return wrong_type("top_k", "a valid integer", v);
-    if (k < 0 || k > 1'000'000) return bad("top_k: Input should be greater than or equal to 0", "top_k");
+    if (k < 0 || k > 1'000'000) return bad_request("top_k: Input should be greater than or equal to 0", "top_k");
     req.sampling.top_k = static_cast<int>(k);
   }
   if (doc["stop_sequences"].get(v) == simdjson::SUCCESS && !v.is_null()) {
@@ -207,7 +204,7 @@ std::optional<router::error> parse_anthropic_messages_request(std::string& body,
     for (element s : simdjson::dom::array(v)) {
       std::string_view sv;
       if (s.get_string().get(sv) != simdjson::SUCCESS) return wrong_type("stop_sequences", "a list of strings", s);
-      if (sv.empty()) return bad("stop_sequences: each stop sequence must contain non-whitespace", "stop_sequences");
+      if (sv.empty()) return bad_request("stop_sequences: each stop sequence must contain non-whitespace", "stop_sequences");
       req.stop.emplace_back(sv);
     }
   }

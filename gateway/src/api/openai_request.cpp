@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "api/json_util.h"
+#include "api/request_errors.h"
 #include "api/anthropic_codec.h"
 #include "api/openai_codec.h"
 
@@ -21,10 +22,6 @@ using router::error;
 using simdjson::dom::element;
 using simdjson::dom::element_type;
 using simdjson::dom::object;
-
-error bad(std::string message, std::string param = {}) {
-  return error{errc::bad_request, std::move(message), std::move(param)};
-}
 
 const char* type_name(element_type t) {
   switch (t) {
@@ -41,7 +38,7 @@ const char* type_name(element_type t) {
 }
 
 error wrong_type(std::string_view param, const char* want, element e) {
-  return bad("Invalid type for '" + std::string(param) + "': expected " + want + ", but got " + type_name(e.type()) +
+  return bad_request("Invalid type for '" + std::string(param) + "': expected " + want + ", but got " + type_name(e.type()) +
                  ".",
              std::string(param));
 }
@@ -61,7 +58,7 @@ class duplicate_key_check {
     steps_.clear();
     keys_.clear();
     path_.clear();
-    if (!visit(root)) return bad("Duplicate key '" + path_ + "' in the request body.", path_);
+    if (!visit(root)) return bad_request("Duplicate key '" + path_ + "' in the request body.", path_);
     return std::nullopt;
   }
 
@@ -140,7 +137,7 @@ std::optional<error> read_number(element v, std::string_view name, double lo, do
   if (!is_number(v)) return wrong_type(name, "number", v);
   const double d = double(v);
   if (!(d >= lo && d <= hi)) {
-    return bad("'" + std::string(name) + "' must be between " + std::to_string(lo).substr(0, 4) + " and " +
+    return bad_request("'" + std::string(name) + "' must be between " + std::to_string(lo).substr(0, 4) + " and " +
                    std::to_string(hi).substr(0, 4) + ", got " + std::to_string(d) + ".",
                std::string(name));
   }
@@ -153,7 +150,7 @@ std::optional<error> read_int(element v, std::string_view name, int64_t lo, int6
   int64_t i = 0;
   if (v.get_int64().get(i) != simdjson::SUCCESS) return wrong_type(name, "integer", v);
   if (i < lo || i > hi) {
-    return bad("'" + std::string(name) + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+    return bad_request("'" + std::string(name) + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
                    ", got " + std::to_string(i) + ".",
                std::string(name));
   }
@@ -195,14 +192,14 @@ std::optional<error> read_content(element v, size_t index, router::message& m) {
     object po(part);
     element type;
     if (po["type"].get(type) != simdjson::SUCCESS) {
-      return bad("Missing required parameter: '" + part_param(index, pk, ".type") + "'.", part_param(index, pk, ".type"));
+      return bad_request("Missing required parameter: '" + part_param(index, pk, ".type") + "'.", part_param(index, pk, ".type"));
     }
     if (type.type() != element_type::STRING) return wrong_type(part_param(index, pk, ".type"), "string", type);
     const std::string_view t(type);
     if (t == "text") {
       element text;
       if (po["text"].get(text) != simdjson::SUCCESS) {
-        return bad("Missing required parameter: '" + part_param(index, pk, ".text") + "'.", part_param(index, pk, ".text"));
+        return bad_request("Missing required parameter: '" + part_param(index, pk, ".text") + "'.", part_param(index, pk, ".text"));
       }
       if (text.type() != element_type::STRING) return wrong_type(part_param(index, pk, ".text"), "string", text);
       m.content += std::string_view(text);
@@ -231,7 +228,7 @@ std::optional<error> read_message(element v, size_t index, router::message& m) {
     }
   }
   if (!has_role) {
-    return bad("Missing required parameter: '" + message_param(index, ".role") + "'.", message_param(index, ".role"));
+    return bad_request("Missing required parameter: '" + message_param(index, ".role") + "'.", message_param(index, ".role"));
   }
   if (role.type() != element_type::STRING) return wrong_type(message_param(index, ".role"), "string", role);
   const std::string_view r(role);
@@ -241,14 +238,14 @@ std::optional<error> read_message(element v, size_t index, router::message& m) {
   else if (r == "assistant") m.role_ = router::role::assistant;
   else if (r == "tool" || r == "function") m.role_ = router::role::tool;
   else {
-    return bad("Invalid value for '" + message_param(index, ".role") + "': '" + std::string(r) +
+    return bad_request("Invalid value for '" + message_param(index, ".role") + "': '" + std::string(r) +
                    "'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.",
                message_param(index, ".role"));
   }
   if (has_content) {
     if (auto e = read_content(content, index, m)) return e;
   } else if (m.role_ != router::role::assistant) {
-    return bad("Missing required parameter: '" + message_param(index, ".content") + "'.", message_param(index, ".content"));
+    return bad_request("Missing required parameter: '" + message_param(index, ".content") + "'.", message_param(index, ".content"));
   }
   auto read_name = [&]() -> std::optional<error> {
     if (!has_name) return std::nullopt;
@@ -389,12 +386,12 @@ std::optional<error> read_common(const top_members& doc, router::chat_request& r
         if (s.type() != element_type::STRING) return wrong_type("stop", "string or array of strings", s);
         req.stop.emplace_back(std::string_view(s));
       }
-      if (req.stop.size() > 4) return bad("'stop' may hold at most 4 sequences.", "stop");
+      if (req.stop.size() > 4) return bad_request("'stop' may hold at most 4 sequences.", "stop");
     } else {
       return wrong_type("stop", "string or array of strings", v);
     }
     for (const auto& s : req.stop) {
-      if (s.empty()) return bad("'stop' sequences must not be empty.", "stop");
+      if (s.empty()) return bad_request("'stop' sequences must not be empty.", "stop");
     }
   }
   if (doc[key::stream].get(v) == simdjson::SUCCESS) {
@@ -402,7 +399,7 @@ std::optional<error> read_common(const top_members& doc, router::chat_request& r
   }
   if (doc[key::stream_options].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (v.type() != element_type::OBJECT) return wrong_type("stream_options", "object", v);
-    if (!req.stream) return bad("'stream_options' is only allowed when 'stream' is true.", "stream_options");
+    if (!req.stream) return bad_request("'stream_options' is only allowed when 'stream' is true.", "stream_options");
     element u;
     if (v["include_usage"].get(u) == simdjson::SUCCESS) {
       if (auto e = read_bool(u, "stream_options.include_usage", req.include_usage)) return e;
@@ -453,17 +450,17 @@ std::optional<error> parse_document(std::string& body, top_members& doc, router:
   body.reserve(len + simdjson::SIMDJSON_PADDING);
   element root;
   if (auto err = parser.parse(body.data(), len, false).get(root); err != simdjson::SUCCESS) {
-    return bad(std::string("We could not parse the JSON body of your request: ") + simdjson::error_message(err) +
+    return bad_request(std::string("We could not parse the JSON body of your request: ") + simdjson::error_message(err) +
                ". The body must be a valid JSON object.");
   }
   if (root.type() != element_type::OBJECT) {
-    return bad("The request body must be a JSON object, got " + std::string(type_name(root.type())) + ".");
+    return bad_request("The request body must be a JSON object, got " + std::string(type_name(root.type())) + ".");
   }
   thread_local duplicate_key_check duplicates;
   if (auto e = duplicates.run(root)) return e;
   doc = top_members(object(root));
   element model;
-  if (doc[key::model].get(model) != simdjson::SUCCESS) return bad("Missing required parameter: 'model'.", "model");
+  if (doc[key::model].get(model) != simdjson::SUCCESS) return bad_request("Missing required parameter: 'model'.", "model");
   if (model.type() != element_type::STRING) return wrong_type("model", "string", model);
   req.model.assign(std::string_view(model));
   return std::nullopt;
@@ -507,7 +504,7 @@ std::optional<router::error> parse_openai_chat_request(std::string& body, router
 
   element messages;
   if (doc[key::messages].get(messages) != simdjson::SUCCESS) {
-    return bad("Missing required parameter: 'messages'.", "messages");
+    return bad_request("Missing required parameter: 'messages'.", "messages");
   }
   if (messages.type() != element_type::ARRAY) return wrong_type("messages", "array", messages);
   size_t index = 0;
@@ -516,7 +513,7 @@ std::optional<router::error> parse_openai_chat_request(std::string& body, router
     if (auto e = read_message(m, index++, msg)) return e;
   }
   req.messages.resize(index);
-  if (req.messages.empty()) return bad("'messages' must contain at least one message.", "messages");
+  if (req.messages.empty()) return bad_request("'messages' must contain at least one message.", "messages");
   if (auto e = read_common(doc, req)) return e;
 
   element v;
@@ -528,20 +525,20 @@ std::optional<router::error> parse_openai_chat_request(std::string& body, router
     if (auto e = read_int(v, "top_logprobs", 0, 20, i)) return e;
     req.top_logprobs = static_cast<int>(i.value_or(0));
     if (req.top_logprobs > 0 && !req.logprobs) {
-      return bad("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");
+      return bad_request("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");
     }
   }
   if (doc[key::response_format].get(v) == simdjson::SUCCESS && !v.is_null()) {
     if (v.type() != element_type::OBJECT) return wrong_type("response_format", "object", v);
     std::string_view t;
     if (v["type"].get_string().get(t) != simdjson::SUCCESS) {
-      return bad("Missing required parameter: 'response_format.type'.", "response_format.type");
+      return bad_request("Missing required parameter: 'response_format.type'.", "response_format.type");
     }
     if (t == "text") req.response_format_ = router::response_format::text;
     else if (t == "json_object") req.response_format_ = router::response_format::json_object;
     else if (t == "json_schema") req.response_format_ = router::response_format::json_schema;
     else {
-      return bad("Invalid value for 'response_format.type': '" + std::string(t) +
+      return bad_request("Invalid value for 'response_format.type': '" + std::string(t) +
                      "'. Supported values are: 'text', 'json_object' and 'json_schema'.",
                  "response_format.type");
     }
@@ -567,14 +564,14 @@ std::optional<router::error> parse_openai_completion_request(std::string& body, 
   top_members doc;
   if (auto e = parse_document(body, doc, req)) return e;
   element prompt;
-  if (doc[key::prompt].get(prompt) != simdjson::SUCCESS) return bad("Missing required parameter: 'prompt'.", "prompt");
+  if (doc[key::prompt].get(prompt) != simdjson::SUCCESS) return bad_request("Missing required parameter: 'prompt'.", "prompt");
   if (prompt.type() == element_type::STRING) {
     req.prompt = std::string(std::string_view(prompt));
   } else if (prompt.type() == element_type::ARRAY && simdjson::dom::array(prompt).size() == 1 &&
              prompt.at(0).type() == element_type::STRING) {
     req.prompt = std::string(std::string_view(prompt.at(0)));
   } else {
-    return bad("'prompt' must be a string (token arrays and batches of prompts are not supported).", "prompt");
+    return bad_request("'prompt' must be a string (token arrays and batches of prompts are not supported).", "prompt");
   }
   router::message& m = message_slot(req, 0);
   m.content = req.prompt;
